@@ -1,0 +1,179 @@
+/* Petrel test guest: shared declarations. Freestanding, no libc. */
+#ifndef PETREL_GUEST_H
+#define PETREL_GUEST_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdarg.h>
+
+#define NORETURN __attribute__((noreturn))
+#define PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Must match entry.S */
+#define MAX_CPUS        256
+#define AP_STACK_SHIFT  10          /* 1 KiB per AP stack */
+#define HIGH_PD_PAGES   60          /* PDs for 4..64 GiB */
+#define MAP_LIMIT       (64ULL << 30)
+
+/* Debug ports understood by petrel (harmless elsewhere). */
+#define PORT_PROGRESS   0x402
+#define PORT_STATUS     0x403
+#define PROGRESS_HELLO  0x01
+#define PROGRESS_OFF    0x02
+
+/* ---- port and memory-mapped I/O ---- */
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline uint16_t inw(uint16_t port) { uint16_t v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline uint32_t inl(uint16_t port) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+
+static inline uint8_t mmio_read8(uint64_t a) { return *(volatile uint8_t *)a; }
+static inline uint16_t mmio_read16(uint64_t a) { return *(volatile uint16_t *)a; }
+static inline uint32_t mmio_read32(uint64_t a) { return *(volatile uint32_t *)a; }
+static inline void mmio_write8(uint64_t a, uint8_t v) { *(volatile uint8_t *)a = v; }
+static inline void mmio_write16(uint64_t a, uint16_t v) { *(volatile uint16_t *)a = v; }
+static inline void mmio_write32(uint64_t a, uint32_t v) { *(volatile uint32_t *)a = v; }
+
+static inline uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
+static inline NORETURN void halt_forever(void)
+{
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
+/* ---- string.c ---- */
+void *memcpy(void *d, const void *s, size_t n);
+void *memset(void *d, int c, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+const void *mem_find4(const void *hay, size_t n, const char needle[4], unsigned key);
+uint8_t byte_sum(const void *p, size_t n);
+bool str_starts(const char *s, const char *prefix);
+
+/* ---- serial.c / fmt.c ---- */
+void uart_init(void);
+void uart_write(const char *s, size_t n);
+void kputs(const char *s);             /* writes s as-is */
+int kvsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+int ksnprintf(char *buf, size_t size, const char *fmt, ...) PRINTF(3, 4);
+void kprintf(const char *fmt, ...) PRINTF(1, 2);
+
+/* ---- boot info (e820.c) ---- */
+#define E820_MAX 128
+struct e820_entry {
+    uint64_t addr;
+    uint64_t size;
+    uint32_t type;
+    uint32_t reserved;
+};
+struct boot_info {
+    char cmdline[1024];
+    uint64_t rsdp_paddr;
+    uint32_t nr_e820;
+    struct e820_entry e820[E820_MAX];
+    uint64_t usable_bytes;
+    uint64_t usable_top;       /* exclusive end of highest usable region */
+    uint64_t mapped_limit;     /* identity map covers [0, mapped_limit) */
+};
+extern struct boot_info boot;
+void bootinfo_load(uint32_t start_info_paddr);
+void e820_report_and_map(void);
+bool mem_probe(void);
+bool e820_page_usable(uint64_t addr);
+
+/* ---- cmdline.c ---- */
+bool cmdline_get(const char *cmdline, const char *key, char *out, size_t outlen);
+uint64_t parse_u64(const char *s, bool *ok);
+
+/* ---- acpi.c ---- */
+struct gas {
+    uint8_t space;      /* 0 = memory, 1 = I/O */
+    uint8_t bit_width;
+    uint8_t bit_offset;
+    uint8_t access_size;
+    uint64_t addr;
+};
+struct acpi_info {
+    bool rsdp_found;
+    bool checksums_ok;
+    uint64_t rsdp;
+    uint64_t sdt;
+    bool use_xsdt;
+    uint64_t fadt, madt, mcfg, dsdt;
+    uint32_t pm1a_cnt, pm1b_cnt;
+    bool hw_reduced;
+    bool reset_supported;
+    struct gas reset_reg;
+    uint8_t reset_value;
+    struct gas sleep_ctl;
+    int s5_typ;                 /* -1: not found */
+    int madt_cpus;
+    uint32_t apic_ids[MAX_CPUS];
+    uint64_t lapic_base;
+    uint64_t ecam_base;
+    uint8_t ecam_bus_start, ecam_bus_end;
+};
+extern struct acpi_info acpi;
+void acpi_init(void);
+void gas_write8(const struct gas *g, uint8_t v);
+
+/* ---- pci.c ---- */
+void pci_scan(void);
+
+/* ---- timer.c ---- */
+void timer_init(void);
+void timer_start_us(uint32_t us);   /* one-shot, up to ~50 ms */
+bool timer_expired(void);
+void delay_us(uint32_t us);
+
+/* ---- smp.c ---- */
+int smp_boot(void);                 /* returns CPUs online incl. BSP */
+uint32_t lapic_id(void);
+
+/* ---- rtc.c ---- */
+bool cmos_present(void);
+uint8_t cmos_read(uint8_t reg);
+void cmos_write(uint8_t reg, uint8_t v);
+void rtc_report(void);
+
+/* ---- power.c ---- */
+NORETURN void poweroff(void);
+void reset_system(const char *method);
+NORETURN void finish(int status);
+NORETURN void panic(const char *fmt, ...) PRINTF(1, 2);
+
+/* ---- trap.c ---- */
+void idt_init(void);
+void idt_load(void);
+
+/* ---- scenarios.c ---- */
+void scenario_run(const char *name);
+
+/* ---- linker / entry.S symbols ---- */
+extern char __kernel_start[], __kernel_end[];
+extern uint64_t pml4[], pdpt[], high_pds[];
+extern char ap_tramp_start[], ap_tramp_end[];
+extern volatile uint32_t ap_ticket;
+extern const uint64_t exc_stubs[32];
+
+#endif

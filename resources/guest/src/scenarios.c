@@ -1,0 +1,75 @@
+/* Scenarios selected with petrel.test=: boot, reboot, ioloop. */
+#include "petrel.h"
+
+#define CMOS_BOOT_COUNT 0x7e
+
+/* Returns the new boot count (old value + 1), or -1 without CMOS. */
+static int boot_count_bump(void)
+{
+    if (!cmos_present()) {
+        kprintf("boot-count: unavailable\n");
+        return -1;
+    }
+    int count = cmos_read(CMOS_BOOT_COUNT) + 1;
+    cmos_write(CMOS_BOOT_COUNT, (uint8_t)count);
+    kprintf("boot-count: %d\n", count);
+    return count;
+}
+
+static void boot_count_clear(int count)
+{
+    if (count >= 0)
+        cmos_write(CMOS_BOOT_COUNT, 0);
+}
+
+static void run_reboot(int count)
+{
+    char method[16];
+    if (!cmdline_get(boot.cmdline, "petrel.reset", method, sizeof(method)))
+        memcpy(method, "acpi", 5);
+    if (memcmp(method, "kbd", 4) && memcmp(method, "acpi", 5) && memcmp(method, "cf9", 4))
+        panic("unknown petrel.reset=%s", method);
+    if (count < 0)
+        panic("reboot scenario needs the CMOS boot counter");
+    if (count >= 2) {
+        boot_count_clear(count);
+        return;
+    }
+    kprintf("reboot: via %s\n", method);
+    reset_system(method);
+    panic("reset via %s did not happen", method);
+}
+
+static void run_ioloop(void)
+{
+    char buf[32];
+    uint64_t iters = 1000000;
+    if (cmdline_get(boot.cmdline, "petrel.iters", buf, sizeof(buf))) {
+        bool ok;
+        iters = parse_u64(buf, &ok);
+        if (!ok)
+            panic("bad petrel.iters=%s", buf);
+    }
+    kprintf("ioloop: start iters=%lu\n", iters);
+    for (uint64_t i = 0; i < iters; i++)
+        outb(0x80, (uint8_t)i);
+    kprintf("ioloop: end\n");
+}
+
+void scenario_run(const char *name)
+{
+    bool is_boot = !memcmp(name, "boot", 5);
+    bool is_reboot = !memcmp(name, "reboot", 7);
+    bool is_ioloop = !memcmp(name, "ioloop", 7);
+    if (!is_boot && !is_reboot && !is_ioloop)
+        panic("unknown petrel.test=%s", name);
+
+    int count = boot_count_bump();
+    if (is_reboot) {
+        run_reboot(count);
+        return;
+    }
+    boot_count_clear(count);
+    if (is_ioloop)
+        run_ioloop();
+}
