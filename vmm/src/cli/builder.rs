@@ -1,0 +1,181 @@
+//! Accumulates options in command-line order, then checks the whole and builds the
+//! [`Config`].
+
+use std::path::PathBuf;
+
+use super::chardev::parse_chardev;
+use super::config::{Action, ChardevBackend, Config, CpuConfig, DisplayConfig, Uuid};
+use super::cpu::{default_cpu, parse_cpu};
+use super::display::parse_display;
+use super::error::{ArgError, CliError, Loc};
+use super::machine::MachineArgs;
+use super::memory::MemoryArgs;
+use super::name::NameArgs;
+use super::options::Opt;
+use super::opts::Parsed;
+use super::ports::{resolve_serials, PortInputs};
+use super::serial::{parse_serial, SerialArg};
+use super::smp::SmpArgs;
+use super::uuid::parse_uuid;
+
+/// The options seen so far.
+#[derive(Debug, Default)]
+pub(crate) struct Builder {
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    append: Option<String>,
+    memory: MemoryArgs,
+    /// The last `-m`, to which errors found once all `-m` are merged are attributed.
+    memory_loc: Option<Loc>,
+    smp: SmpArgs,
+    /// The last `-smp`, likewise.
+    smp_loc: Option<Loc>,
+    name: NameArgs,
+    uuid: Option<Uuid>,
+    serials: Vec<(Loc, SerialArg)>,
+    chardevs: Vec<(Loc, String, ChardevBackend)>,
+    machine: MachineArgs,
+    cpu: Option<CpuConfig>,
+    start_paused: bool,
+    no_reboot: bool,
+    no_shutdown: bool,
+    pidfile: Option<PathBuf>,
+    daemonize: bool,
+    nographic: bool,
+    display_none: bool,
+    nodefaults: bool,
+}
+
+impl Builder {
+    /// Acts on one option, `loc.arg` being its argument. Returns the action that ends parsing
+    /// early, as QEMU exits on `-help` or `-machine help` when it reaches them.
+    pub fn apply(&mut self, opt: Opt, loc: Loc) -> Result<Option<Action>, CliError> {
+        let arg = loc.arg.as_str();
+        let at = |reason: ArgError| loc.err(reason);
+        match opt {
+            Opt::Help => return Ok(Some(Action::Help)),
+            Opt::Version => return Ok(Some(Action::Version)),
+            Opt::Machine => {
+                if let Some(topic) = self.machine.merge_machine(arg, &loc).map_err(at)? {
+                    return Ok(Some(Action::List(topic)));
+                }
+            }
+            Opt::Accel => {
+                if let Some(topic) = self.machine.add_accel(arg, &loc).map_err(at)? {
+                    return Ok(Some(Action::List(topic)));
+                }
+            }
+            Opt::EnableKvm => self.machine.enable_kvm(&loc),
+            Opt::Cpu => match parse_cpu(arg).map_err(at)? {
+                Parsed::Value(cpu) => self.cpu = Some(cpu),
+                Parsed::List(topic) => return Ok(Some(Action::List(topic))),
+            },
+            Opt::Smp => {
+                self.smp.merge(arg).map_err(at)?;
+                self.smp_loc = Some(loc);
+            }
+            Opt::Memory => {
+                self.memory.merge(arg).map_err(at)?;
+                self.memory_loc = Some(loc);
+            }
+            Opt::Name => self.name.merge(arg).map_err(at)?,
+            Opt::Uuid => self.uuid = Some(parse_uuid(arg).map_err(at)?),
+            Opt::Kernel => self.kernel = Some(arg.into()),
+            Opt::Initrd => self.initrd = Some(arg.into()),
+            Opt::Append => self.append = Some(arg.to_owned()),
+            Opt::Serial => {
+                let serial = parse_serial(arg).map_err(at)?;
+                self.serials.push((loc, serial));
+            }
+            Opt::Chardev => match parse_chardev(arg).map_err(at)? {
+                Parsed::Value((id, backend)) => {
+                    if self.chardevs.iter().any(|(_, known, _)| *known == id) {
+                        return Err(at(ArgError::DuplicateId(id)));
+                    }
+                    self.chardevs.push((loc, id, backend));
+                }
+                Parsed::List(topic) => return Ok(Some(Action::List(topic))),
+            },
+            Opt::Display => match parse_display(arg).map_err(at)? {
+                Parsed::Value(DisplayConfig::None) => self.display_none = true,
+                Parsed::List(topic) => return Ok(Some(Action::List(topic))),
+            },
+            Opt::Nographic => self.nographic = true,
+            Opt::Nodefaults => self.nodefaults = true,
+            Opt::StartPaused => self.start_paused = true,
+            Opt::NoReboot => self.no_reboot = true,
+            Opt::NoShutdown => self.no_shutdown = true,
+            Opt::Pidfile => self.pidfile = Some(arg.into()),
+            Opt::Daemonize => self.daemonize = true,
+        }
+        Ok(None)
+    }
+
+    /// Checks the options as a whole and builds the configuration.
+    pub fn finish(self) -> Result<Config, CliError> {
+        if self.kernel.is_none() {
+            if self.append.is_some() {
+                return Err(CliError::AppendWithoutKernel);
+            }
+            if self.initrd.is_some() {
+                return Err(CliError::InitrdWithoutKernel);
+            }
+        }
+        let machine = self.machine.resolve()?;
+        let memory = self
+            .memory
+            .resolve()
+            .map_err(|e| located(self.memory_loc.as_ref(), "-m", e))?;
+        let smp = self
+            .smp
+            .resolve(self.machine.prefers_sockets())
+            .map_err(|e| located(self.smp_loc.as_ref(), "-smp", e))?;
+        let serials = resolve_serials(&PortInputs {
+            serials: &self.serials,
+            chardevs: &self.chardevs,
+            nodefaults: self.nodefaults,
+            nographic: self.nographic,
+            display_none: self.display_none,
+            daemonize: self.daemonize,
+        })?;
+        Ok(Config {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            append: self.append.unwrap_or_default(),
+            memory,
+            smp,
+            name: self.name.guest,
+            name_process: self.name.process,
+            debug_threads: self.name.debug_threads,
+            uuid: self.uuid,
+            serials,
+            chardevs: self
+                .chardevs
+                .into_iter()
+                .map(|(_, id, backend)| (id, backend))
+                .collect(),
+            machine,
+            cpu: self.cpu.unwrap_or_else(default_cpu),
+            start_paused: self.start_paused,
+            no_reboot: self.no_reboot,
+            no_shutdown: self.no_shutdown,
+            pidfile: self.pidfile,
+            daemonize: self.daemonize,
+            display: DisplayConfig::None,
+            nodefaults: self.nodefaults,
+        })
+    }
+}
+
+/// `reason` about the option at `loc`. Errors from merged options can only arise once one was
+/// given, so the fallback to the bare option name is for robustness only.
+fn located(loc: Option<&Loc>, option: &str, reason: ArgError) -> CliError {
+    match loc {
+        Some(loc) => loc.err(reason),
+        None => Loc {
+            option: option.to_owned(),
+            arg: String::new(),
+        }
+        .err(reason),
+    }
+}

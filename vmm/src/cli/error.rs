@@ -1,0 +1,217 @@
+//! Command-line errors.
+//!
+//! The messages follow QEMU's: an error about one option starts with that option and its
+//! argument as the user typed them (`-m 12Q: invalid size`), so that `main` only has to prefix
+//! the program name.
+
+use thiserror::Error;
+
+/// Why the command line was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CliError {
+    /// An option petrel does not know (including QEMU options petrel does not implement).
+    #[error("{0}: invalid option")]
+    InvalidOption(String),
+    /// An option that takes an argument was the last word of the command line.
+    #[error("{0}: requires an argument")]
+    MissingArgument(String),
+    /// A word that is not an option: QEMU takes it as a disk image, which petrel lacks.
+    #[error("{0}: unexpected argument (disk images are not supported)")]
+    StrayArgument(String),
+    /// The argument of an option is wrong (or, for an option without one, its combination
+    /// with the rest of the command line).
+    #[error("{}: {reason}", location(.option, .arg))]
+    InvalidArgument {
+        /// The option as typed, e.g. `-m` or `--m`.
+        option: String,
+        /// Its argument as typed.
+        arg: String,
+        /// What is wrong with it.
+        reason: ArgError,
+    },
+    /// `-nographic` would put the default serial port on the terminal that `-daemonize` drops.
+    #[error("-nographic cannot be used with -daemonize")]
+    NographicWithDaemonize,
+    /// `-append` without `-kernel`.
+    #[error("-append only allowed with -kernel option")]
+    AppendWithoutKernel,
+    /// `-initrd` without `-kernel`.
+    #[error("-initrd only allowed with -kernel option")]
+    InitrdWithoutKernel,
+    /// Both `-accel` and `-machine accel=` (or `-enable-kvm`) were given.
+    #[error("the -accel and \"-machine accel=\" options are incompatible")]
+    AccelConflict,
+}
+
+/// What is wrong with an option's argument.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ArgError {
+    /// A `key=value` key the option does not have.
+    #[error("invalid parameter '{0}'")]
+    UnknownParameter(String),
+    /// A bare word where the option's syntax needs `key=value`.
+    #[error("expected '=' after parameter '{0}'")]
+    ExpectedEquals(String),
+    /// A boolean parameter with another value than on/off/yes/no/true/false/y/n.
+    #[error("parameter '{0}' expects 'on' or 'off'")]
+    ExpectsBool(String),
+    /// A number parameter that is not a non-negative decimal integer that fits.
+    #[error("parameter '{0}' expects a non-negative integer")]
+    ExpectsNumber(String),
+    /// A required parameter is absent.
+    #[error("parameter '{0}' is missing")]
+    MissingParameter(&'static str),
+    /// Two parameters that cannot be combined.
+    #[error("'{0}' and '{1}' are mutually exclusive")]
+    Conflict(&'static str, &'static str),
+    /// A valid QEMU value that petrel does not implement.
+    #[error("'{key}={value}' is not supported")]
+    UnsupportedValue {
+        /// The parameter.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// An `id=` that is not an identifier.
+    #[error("parameter 'id' expects an identifier")]
+    InvalidId,
+    /// A size that does not parse; the field names the parameter (`size`, `maxmem`).
+    #[error("invalid {0}")]
+    InvalidSize(&'static str),
+    /// `-m 0`.
+    #[error("ram size must be greater than zero")]
+    ZeroRamSize,
+    /// A RAM size that overflows 64 bits once aligned.
+    #[error("ram size too large")]
+    RamTooLarge,
+    /// `maxmem` below the RAM size.
+    #[error("maxmem ({maxmem:#x}) must be at least the ram size ({size:#x})")]
+    MaxmemBelowSize {
+        /// The maximum, in bytes.
+        maxmem: u64,
+        /// The initial size, in bytes.
+        size: u64,
+    },
+    /// Hotplug slots but no room to plug anything into them.
+    #[error("memory slots were specified but maxmem equals the ram size ({0:#x})")]
+    NoHotplugRoom(u64),
+    /// `slots` without `maxmem`.
+    #[error("slots specified but no maxmem")]
+    SlotsWithoutMaxmem,
+    /// A zero `-smp` value.
+    #[error("Invalid CPU topology: CPU topology parameters must be greater than zero")]
+    ZeroTopology,
+    /// `clusters` above 1 on x86.
+    #[error("clusters > 1 not supported by this machine's CPU topology")]
+    ClustersUnsupported,
+    /// The topology product differs from `maxcpus`.
+    #[error(
+        "Invalid CPU topology: product of the hierarchy must match maxcpus: \
+         {topology} != maxcpus ({maxcpus})"
+    )]
+    TopologyMismatch {
+        /// `sockets (s) * dies (d) * cores (c) * threads (t)`.
+        topology: String,
+        /// The expected product.
+        maxcpus: u32,
+    },
+    /// More boot CPUs than possible CPUs.
+    #[error(
+        "Invalid CPU topology: maxcpus must be equal to or greater than smp: \
+         {topology} == maxcpus ({maxcpus}) < smp_cpus ({cpus})"
+    )]
+    CpusAboveMaxcpus {
+        /// `sockets (s) * dies (d) * cores (c) * threads (t)`.
+        topology: String,
+        /// The possible CPUs.
+        maxcpus: u32,
+        /// The boot CPUs.
+        cpus: u32,
+    },
+    /// A malformed `-uuid`.
+    #[error("failed to parse UUID string: wrong format")]
+    InvalidUuid,
+    /// A machine type petrel does not emulate.
+    #[error("unsupported machine type '{0}' (use -machine help to list supported machines)")]
+    UnsupportedMachine(String),
+    /// An accelerator list without KVM.
+    #[error("petrel supports only KVM acceleration")]
+    KvmOnly,
+    /// `-cpu ,...`.
+    #[error("CPU model name is empty")]
+    EmptyCpuModel,
+    /// A CPU model other than host/max.
+    #[error("unsupported CPU model '{0}' (use -cpu help to list supported models)")]
+    UnsupportedCpuModel(String),
+    /// A `-cpu` feature with an empty name.
+    #[error("invalid CPU feature '{0}'")]
+    InvalidCpuFeature(String),
+    /// A display other than none.
+    #[error("unsupported display '{0}'")]
+    UnsupportedDisplay(String),
+    /// `-chardev` without a backend.
+    #[error("chardev: missing backend")]
+    MissingBackend,
+    /// A chardev backend petrel does not implement.
+    #[error("unsupported chardev backend '{0}'")]
+    UnsupportedBackend(String),
+    /// A chardev id used twice.
+    #[error("duplicate ID '{0}' for chardev")]
+    DuplicateId(String),
+    /// A TCP port that is not a number from 0 to 65535.
+    #[error("invalid port '{0}'")]
+    InvalidPort(String),
+    /// `wait` on a socket that connects rather than listens.
+    #[error("'wait' option is incompatible with socket in client connect mode")]
+    WaitWithoutServer,
+    /// A `-serial` device petrel does not implement.
+    #[error("unsupported serial device '{0}'")]
+    UnsupportedSerial(String),
+    /// A fifth serial port.
+    #[error("too many serial ports (at most 4)")]
+    TooManySerials,
+    /// `-serial chardev:ID` naming no `-chardev`.
+    #[error("chardev '{0}' not found")]
+    UnknownChardev(String),
+    /// Two serial ports on one chardev.
+    #[error("chardev '{0}' is already in use")]
+    ChardevInUse(String),
+    /// Two character devices on stdio.
+    #[error("cannot use stdio by multiple character devices")]
+    StdioInUse,
+    /// A `-chardev stdio` while the default serial port also takes stdio.
+    #[error("stdio is also used by the default serial port (add -serial or -nodefaults)")]
+    StdioUsedByDefaultSerial,
+    /// A stdio character device with `-daemonize`, which detaches from the terminal.
+    #[error("cannot use stdio with -daemonize")]
+    StdioWithDaemonize,
+}
+
+/// `-m 12Q`, or just `-S` for an option without argument.
+fn location(option: &str, arg: &str) -> String {
+    if arg.is_empty() {
+        option.to_owned()
+    } else {
+        format!("{option} {arg}")
+    }
+}
+
+/// Where an option appeared, to attach it to an [`ArgError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loc {
+    /// The option as typed.
+    pub option: String,
+    /// Its argument as typed (empty for options without one).
+    pub arg: String,
+}
+
+impl Loc {
+    /// The error `reason` about this option.
+    pub fn err(&self, reason: ArgError) -> CliError {
+        CliError::InvalidArgument {
+            option: self.option.clone(),
+            arg: self.arg.clone(),
+            reason,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The petrel binary: a KVM virtual machine monitor with a QEMU-compatible command line.
+
+mod chardev;
+mod cli;
+mod event_loop;
+mod logger;
+mod machine;
+mod process;
+mod vm;
+
+use std::time::Instant;
+
+/// Formats an error and its causes as `petrel: outer: cause: root cause`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = format!("petrel: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
+
+fn main() {
+    let start = Instant::now();
+    logger::init();
+    let action = match cli::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{}", error_chain(&e));
+            std::process::exit(1);
+        }
+    };
+    let code = match action {
+        cli::Action::Help => {
+            print!("{}", cli::help_text());
+            0
+        }
+        cli::Action::Version => {
+            print!("{}", cli::version_text());
+            0
+        }
+        cli::Action::List(topic) => {
+            print!("{}", cli::list_text(topic));
+            0
+        }
+        cli::Action::Run(cfg) => match machine::run(*cfg, start) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{}", error_chain(&e));
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
