@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs petrel's whole test suite: unit tests of every crate and the integration tests that
+# boot the test guest under KVM. Installs what a fresh machine lacks, builds the test guest,
+# then runs cargo test. Usage: tests/run.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v ld >/dev/null || need_apt+=(binutils)
+command -v make >/dev/null || need_apt+=(make)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "tests/run.sh: cargo is required (install Rust with rustup)" >&2
+    exit 1
+fi
+if [ ! -w /dev/kvm ]; then
+    echo "tests/run.sh: /dev/kvm is missing or not writable; the integration tests need KVM" >&2
+    exit 1
+fi
+
+bash resources/build-guest.sh
+cargo test --workspace --locked "$@"
