@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Petrel benchmarks, with QEMU measured in the same run on the same guest.
+
+Measures, for each VMM:
+  - start to first marker: process start until the guest prints its first serial line
+    ("petrel-guest: hello"), tiny kernel, 1 vCPU, 256 MiB;
+  - memory overhead: resident memory of the VMM process minus the resident part of the guest
+    RAM mapping, sampled while the guest runs its I/O loop after booting, plus peak RSS
+    (VmHWM);
+  - port-I/O exits per second: the guest's loop of `outb` to port 0x80 (each one a VM exit to
+    the VMM), timed between the "ioloop: start" and "ioloop: end" lines.
+Prints a markdown report; --write updates docs/benchmarks.md.
+"""
+
+import argparse
+import os
+import re
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+KERNEL = os.path.join(ROOT, "resources", "out", "petrel-guest.elf")
+PETREL = os.path.join(ROOT, "target", "release", "petrel")
+QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+RAM_MIB = 256
+
+
+def petrel_cmd(append):
+    return [PETREL, "-kernel", KERNEL, "-m", f"{RAM_MIB}M", "-smp", "1", "-nodefaults",
+            "-serial", "stdio", "-display", "none", "-append", append]
+
+
+def qemu_cmd(append):
+    # microvm boots PVH kernels directly with no firmware; -cpu host needs arch-capabilities
+    # masked on this KVM. Same guest, same RAM, same vCPU count.
+    return [QEMU, "-accel", "kvm", "-cpu", "host,-arch-capabilities",
+            "-M", "microvm,rtc=on,acpi=on", "-m", f"{RAM_MIB}M", "-smp", "1", "-nodefaults",
+            "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+            "-kernel", KERNEL, "-append", append]
+
+
+class Run:
+    """A VMM process whose stdout lines are timestamped as they arrive."""
+
+    def __init__(self, cmd):
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.buf = b""
+        self.lines = []
+
+    def wait_line(self, prefix, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        for t, line in self.lines:
+            if line.startswith(prefix):
+                return t
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if not r:
+                continue
+            chunk = os.read(fd, 65536)
+            now = time.monotonic() - self.t0
+            if not chunk:
+                break
+            self.buf += chunk
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.decode(errors="replace").rstrip("\r")
+                self.lines.append((now, line))
+                if line.startswith(prefix):
+                    return now
+        raise RuntimeError(f"no '{prefix}' line from {self.proc.args[0]}: "
+                           f"{[l for _, l in self.lines][-5:]}")
+
+    def finish(self, timeout=60.0):
+        """Waits for exit; kills the VMM if it overstays."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self):
+        if self.proc.returncode is None:
+            self.proc.kill()
+        self.finish()
+
+
+def peak_rss_kib(pid):
+    """VmHWM: the process's own peak RSS. (rusage's ru_maxrss would include the memory of the
+    Python process the VMM was forked from.)"""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_split(pid, guest_bytes):
+    """(total RSS KiB, guest-RAM RSS KiB): the guest RAM mapping is the anonymous mapping at
+    least as large as guest RAM; everything else is the VMM's own memory."""
+    total = guest = 0
+    size = rss = 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+            if m:
+                size = int(m.group(2), 16) - int(m.group(1), 16)
+                continue
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+                total += rss
+                if size >= guest_bytes:
+                    guest += rss
+    return total, guest
+
+
+def start_to_marker(cmd_fn, runs):
+    times = []
+    for _ in range(runs):
+        r = Run(cmd_fn("petrel.test=boot"))
+        times.append(r.wait_line("petrel-guest: hello") * 1000)
+        r.finish()
+    return statistics.median(times), min(times), max(times)
+
+
+def memory(cmd_fn, runs):
+    overheads, peaks, totals = [], [], []
+    for _ in range(runs):
+        r = Run(cmd_fn("petrel.test=ioloop petrel.iters=200000000"))
+        r.wait_line("ioloop: start")
+        time.sleep(0.3)
+        total, guest = rss_split(r.proc.pid, RAM_MIB << 20)
+        peak = peak_rss_kib(r.proc.pid)
+        r.kill()
+        overheads.append((total - guest) / 1024)
+        totals.append(total / 1024)
+        peaks.append(peak / 1024)
+    return statistics.median(overheads), statistics.median(totals), statistics.median(peaks)
+
+
+def io_exits(cmd_fn, runs, iters):
+    rates = []
+    for _ in range(runs):
+        r = Run(cmd_fn(f"petrel.test=ioloop petrel.iters={iters}"))
+        t0 = r.wait_line("ioloop: start")
+        t1 = r.wait_line("ioloop: end", timeout=300)
+        r.finish()
+        rates.append(iters / (t1 - t0))
+    return statistics.median(rates)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--io-iters", type=int, default=200000)
+    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = ap.parse_args()
+    for path in (PETREL, KERNEL, QEMU):
+        if not os.path.exists(path):
+            sys.exit(f"bench: missing {path}")
+
+    results = {}
+    for name, fn in (("petrel", petrel_cmd), ("qemu", qemu_cmd)):
+        results[name] = {
+            "start": start_to_marker(fn, args.runs),
+            "mem": memory(fn, max(3, args.runs // 3)),
+            "io": io_exits(fn, max(3, args.runs // 3), args.io_iters),
+        }
+    p, q = results["petrel"], results["qemu"]
+    qemu_version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    report = f"""## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+Machine: {os.cpu_count()} CPUs, KVM-PVM; {qemu_version}, `-M microvm`. Guest: the project's test
+kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB. Medians of {args.runs} runs
+(memory and I/O: {max(3, args.runs // 3)} runs).
+
+| metric | petrel | QEMU microvm | petrel / QEMU | target |
+|---|---|---|---|---|
+| start to first marker (ms) | {p['start'][0]:.1f} (min {p['start'][1]:.1f}, max {p['start'][2]:.1f}) | {q['start'][0]:.1f} (min {q['start'][1]:.1f}, max {q['start'][2]:.1f}) | {p['start'][0] / q['start'][0]:.2f} | ≤ 0.5 |
+| VMM memory overhead: RSS minus guest RAM resident (MiB) | {p['mem'][0]:.1f} | {q['mem'][0]:.1f} | {p['mem'][0] / q['mem'][0]:.2f} | petrel ≤ 5 MiB |
+| total RSS while the guest runs its loop (MiB) | {p['mem'][1]:.1f} | {q['mem'][1]:.1f} | {p['mem'][1] / q['mem'][1]:.2f} | |
+| peak RSS, VmHWM (MiB) | {p['mem'][2]:.1f} | {q['mem'][2]:.1f} | {p['mem'][2] / q['mem'][2]:.2f} | |
+| port-I/O exits per second ({args.io_iters} `outb`) | {p['io']:.0f} | {q['io']:.0f} | {p['io'] / q['io']:.2f} | ≥ 1.0 |
+"""
+    print(report)
+    if args.write:
+        doc = os.path.join(ROOT, "docs", "benchmarks.md")
+        header = open(doc).read().split("\n## Run of ")[0] if os.path.exists(doc) else ""
+        with open(doc, "w") as f:
+            f.write(header.rstrip("\n") + "\n\n" + report)
+
+
+if __name__ == "__main__":
+    main()
