@@ -9,6 +9,8 @@ need_apt=()
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v ld >/dev/null || need_apt+=(binutils)
 command -v make >/dev/null || need_apt+=(make)
+# The ACPI table tests check our tables with ACPICA's disassembler.
+command -v iasl >/dev/null || need_apt+=(acpica-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi

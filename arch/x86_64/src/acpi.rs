@@ -343,3 +343,77 @@ mod tests {
         n
     }
 }
+
+/// Checks our tables with ACPICA's own compiler: `iasl -d` must disassemble every table without
+/// errors, as Linux's ACPICA will parse them. tests/run.sh installs acpica-tools.
+#[cfg(test)]
+mod iasl_tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn iasl_disassembles_every_table_cleanly() {
+        let l = MemoryLayout::new(1 << 30, 40).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 30)]).unwrap();
+        let cfg = AcpiConfig {
+            apic_ids: vec![0, 1],
+            hotpluggable_apic_ids: vec![2, 3],
+            pm1a_evt: 0x600,
+            pm1a_cnt: 0x604,
+            pm_tmr: 0x608,
+            sci_irq: 9,
+            s5_slp_typ: 5,
+            reset: (0xcf9, 6),
+            legacy_devices: vec![
+                LegacyDevice {
+                    name: "COM1",
+                    hid: "PNP0501",
+                    uid: 1,
+                    io: vec![(0x3f8, 8)],
+                    irq: 4,
+                },
+                LegacyDevice {
+                    name: "RTC_",
+                    hid: "PNP0B00",
+                    uid: 0,
+                    io: vec![(0x70, 2)],
+                    irq: 8,
+                },
+            ],
+        };
+        let t = write_tables(&mem, &l, &cfg).unwrap();
+        let dir = std::env::temp_dir().join(format!("petrel-iasl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (sig, addr, len) in &t.tables {
+            let mut b = vec![0u8; *len];
+            mem.read_slice(&mut b, GuestAddress(*addr)).unwrap();
+            let name = String::from_utf8_lossy(sig).to_lowercase();
+            let path = dir.join(format!("{name}.dat"));
+            std::fs::write(&path, &b).unwrap();
+            let out = Command::new("iasl")
+                .arg("-d")
+                .arg(&path)
+                .current_dir(&dir)
+                .output()
+                .expect("iasl (acpica-tools) must be installed: tests/run.sh installs it");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "iasl -d {name}: {text}");
+            assert!(
+                !text.contains("Error") && !text.contains("Warning"),
+                "iasl -d {name}: {text}"
+            );
+        }
+        let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        for needle in ["PNP0A08", "_S5_", "PNP0501", "PNP0B00", "WordBusNumber"] {
+            assert!(
+                dsl.contains(needle),
+                "{needle} missing from the DSDT:\n{dsl}"
+            );
+        }
+    }
+}
