@@ -8,6 +8,7 @@
 #include <stdarg.h>
 
 #define NORETURN __attribute__((noreturn))
+#define COLD __attribute__((cold))    /* scenario-only code: optimised for size */
 #define PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -113,6 +114,8 @@ struct gas {
     uint8_t access_size;
     uint64_t addr;
 };
+#define ACPI_MAX_IOAPICS 8
+#define ACPI_MAX_ISOS    16
 struct acpi_info {
     bool rsdp_found;
     bool checksums_ok;
@@ -132,13 +135,30 @@ struct acpi_info {
     uint64_t lapic_base;
     uint64_t ecam_base;
     uint8_t ecam_bus_start, ecam_bus_end;
+    /* for the idle scenarios (irq.c, suspend.c) */
+    uint64_t facs;              /* X_FIRMWARE_CTRL, else FIRMWARE_CTRL */
+    uint16_t sci_int;
+    uint32_t smi_cmd;
+    uint8_t acpi_enable;
+    uint32_t pm1a_evt;          /* PM1a_EVT_BLK (I/O port), 0: none */
+    uint8_t pm1_evt_len;
+    int nr_ioapics;
+    struct { uint32_t addr, gsi_base; } ioapics[ACPI_MAX_IOAPICS];
+    int nr_isos;
+    struct { uint8_t source; uint16_t flags; uint32_t gsi; } isos[ACPI_MAX_ISOS];
+    bool lapic_nmi_found;
+    uint8_t lapic_nmi_lint;     /* LINT pin of the first MADT local APIC NMI entry */
 };
 extern struct acpi_info acpi;
 void acpi_init(void);
 void gas_write8(const struct gas *g, uint8_t v);
+int acpi_sleep_typ(const char *name);   /* "_S3_": SLP_TYPa from the DSDT, or -1 */
+void acpi_sleep_write(int typ);         /* SLP_TYP | SLP_EN (power.c) */
 
 /* ---- pci.c ---- */
 void pci_scan(void);
+uint32_t pci_io_read32(unsigned dev, unsigned fn, unsigned off);    /* bus 0, ports */
+void pci_io_write32(unsigned dev, unsigned fn, unsigned off, uint32_t v);
 
 /* ---- timer.c ---- */
 void timer_init(void);
@@ -149,12 +169,18 @@ void delay_us(uint32_t us);
 /* ---- smp.c ---- */
 int smp_boot(void);                 /* returns CPUs online incl. BSP */
 uint32_t lapic_id(void);
+void lapic_refresh(void);           /* re-read IA32_APIC_BASE (x2APIC mode, base) */
+uint32_t lapic_read(uint32_t reg);
+void lapic_write(uint32_t reg, uint32_t v);
+void lapic_eoi(void);
+uint64_t low_page(void);            /* a usable 4 KiB page below 1 MiB, 0: none */
 
 /* ---- rtc.c ---- */
 bool cmos_present(void);
 uint8_t cmos_read(uint8_t reg);
 void cmos_write(uint8_t reg, uint8_t v);
 void rtc_report(void);
+void rtc_set(unsigned year, unsigned mon, unsigned day, unsigned hour, unsigned min, unsigned sec);
 
 /* ---- power.c ---- */
 NORETURN void poweroff(void);
@@ -165,15 +191,32 @@ NORETURN void panic(const char *fmt, ...) PRINTF(1, 2);
 /* ---- trap.c ---- */
 void idt_init(void);
 void idt_load(void);
+void idt_set_gate(unsigned vec, uint64_t addr);
+void idt_load_all(void);
+
+/* ---- irq.c ---- */
+void idle_run(void);                /* returns when the power button was pressed */
+void irq_setup(void);               /* LAPIC, IOAPIC, SCI, PM1 enable (again after S3) */
+extern bool irq_armed;              /* irq_setup() done since boot or the last S3 */
+
+/* ---- suspend.c ---- */
+void suspend_run(void);
 
 /* ---- scenarios.c ---- */
 void scenario_run(const char *name);
 
 /* ---- linker / entry.S symbols ---- */
-extern char __kernel_start[], __kernel_end[];
+extern char __kernel_start[], __kernel_end[], __data_start[], __bss_end[];
+extern char boot_stack[], boot_stack_top[];
 extern uint64_t pml4[], pdpt[], high_pds[];
-extern char ap_tramp_start[], ap_tramp_end[];
+extern char ap_tramp_start[], ap_tramp_end[], ap_tramp_ljmp_end[];
+extern char resume_entry32[];
+extern char nmi_entry[], irq_default_entry[], irq_spurious_entry[], irq_sci_entry[];
+extern volatile uint32_t nmi_count;
+void idle_wait(uint32_t seen_nmis);
+int s3_save(void) __attribute__((returns_twice));
 extern volatile uint32_t ap_ticket;
 extern const uint64_t exc_stubs[32];
+extern uint8_t idt_table[];
 
 #endif

@@ -84,9 +84,10 @@ start64:
 
 /* ------------------------------------------------------------------ */
 /* AP path, part 2: 32-bit protected mode (entered from the trampoline). */
-        .code32
-        .globl ap_entry32
-ap_entry32:
+/* 32-bit protected mode -> long mode on the static page tables; used by the
+ * APs and by the BSP waking from S3 (both come from the real-mode trampoline
+ * with CS = SEL_CODE32 and the kernel GDT loaded). */
+        .macro ENTER_LONG_MODE target64
         movl $SEL_DATA, %eax
         movl %eax, %ds
         movl %eax, %es
@@ -104,7 +105,13 @@ ap_entry32:
         andl $0x9fffffff, %eax
         orl $CR0_PG, %eax
         movl %eax, %cr0
-        ljmp $SEL_CODE64, $ap_entry64
+        ljmp $SEL_CODE64, $\target64
+        .endm
+
+        .code32
+        .globl ap_entry32
+ap_entry32:
+        ENTER_LONG_MODE ap_entry64
 
         .code64
 ap_entry64:
@@ -135,7 +142,7 @@ ap_entry64:
  * to is at fixed kernel addresses. */
         .section .rodata.tramp, "a"
         .code16
-        .globl ap_tramp_start, ap_tramp_end
+        .globl ap_tramp_start, ap_tramp_end, ap_tramp_ljmp_end
 ap_tramp_start:
         cli
         cld
@@ -146,11 +153,142 @@ ap_tramp_start:
         orl $CR0_PE, %eax
         movl %eax, %cr0
         ljmpl $SEL_CODE32, $ap_entry32
+ap_tramp_ljmp_end:                      /* the jump's offset is the 6 bytes before: offset32, sel16 */
         .balign 4
 ap_tramp_gdtr:
         .word gdt_end - gdt - 1
         .long gdt
 ap_tramp_end:
+
+/* ------------------------------------------------------------------ */
+/* S3 wake-up (BSP): a copy of the trampoline whose far jump lands here. */
+        .section .text
+        .code32
+        .globl resume_entry32
+resume_entry32:
+        ENTER_LONG_MODE resume_entry64
+
+        .code64
+resume_entry64:
+        movl $SEL_DATA, %eax
+        movl %eax, %ds
+        movl %eax, %es
+        movl %eax, %ss
+        movl %eax, %fs
+        movl %eax, %gs
+        cld
+        /* Copy back the RW state that suspend.c saved just past the image
+         * (QEMU reloads a -kernel ELF's segments on every reset, S3 wake-up
+         * included): records {u64 dst, u64 len (multiple of 8), data},
+         * ended by dst = 0. Nothing in the image is used before this. */
+        movq $__kernel_end, %rsi
+1:      movq (%rsi), %rdi
+        testq %rdi, %rdi
+        jz 2f
+        movq 8(%rsi), %rcx
+        addq $16, %rsi
+        shrq $3, %rcx
+        rep movsq
+        jmp 1b
+2:      lidt idt_desc(%rip)
+        movq s3_ctx+0(%rip), %rsp
+        movq s3_ctx+8(%rip), %rbx
+        movq s3_ctx+16(%rip), %rbp
+        movq s3_ctx+24(%rip), %r12
+        movq s3_ctx+32(%rip), %r13
+        movq s3_ctx+40(%rip), %r14
+        movq s3_ctx+48(%rip), %r15
+        movl $1, %eax
+        jmpq *s3_ctx+56(%rip)
+
+/* int s3_save(void): like setjmp. Saves the callee-saved registers, the stack
+ * pointer and the return address, returns 0; returns 1 a second time when
+ * the machine wakes from S3 (resume_entry64). */
+        .globl s3_save
+s3_save:
+        movq (%rsp), %rax
+        leaq 8(%rsp), %rcx
+        movq %rcx, s3_ctx+0(%rip)
+        movq %rbx, s3_ctx+8(%rip)
+        movq %rbp, s3_ctx+16(%rip)
+        movq %r12, s3_ctx+24(%rip)
+        movq %r13, s3_ctx+32(%rip)
+        movq %r14, s3_ctx+40(%rip)
+        movq %r15, s3_ctx+48(%rip)
+        movq %rax, s3_ctx+56(%rip)
+        xorl %eax, %eax
+        ret
+
+/* ------------------------------------------------------------------ */
+/* Interrupts for the idle scenarios (irq.c). Interrupt gates: IF is clear
+ * inside every handler, so they never nest (NMIs aside). */
+
+/* NMI: count it (BSP only: APs run on stacks below boot_stack and just
+ * return to their hlt loop). If it arrived between idle_wait's check and its
+ * hlt, resume after the hlt so the NMI is reported without waiting for the
+ * next interrupt. Touches no register but RAX (saved) and the flags (restored
+ * by iretq). */
+        .globl nmi_entry
+nmi_entry:
+        cmpq $boot_stack, %rsp
+        jb 2f
+        incl nmi_count(%rip)
+        pushq %rax
+        movq 8(%rsp), %rax              /* interrupted RIP */
+        cmpq $idle_win_start, %rax
+        jb 1f
+        cmpq $idle_win_end, %rax
+        jae 1f
+        movq $idle_win_end, 8(%rsp)
+1:      popq %rax
+2:      iretq
+
+/* Maskable interrupts: save the caller-saved registers and call C. The CPU
+ * aligned RSP to 16 and pushed 5 qwords; 9 more keep the call aligned. */
+        .macro IRQ_STUB name, func
+        .globl \name
+\name:
+        pushq %rax
+        pushq %rcx
+        pushq %rdx
+        pushq %rsi
+        pushq %rdi
+        pushq %r8
+        pushq %r9
+        pushq %r10
+        pushq %r11
+        cld
+        call \func
+        popq %r11
+        popq %r10
+        popq %r9
+        popq %r8
+        popq %rdi
+        popq %rsi
+        popq %rdx
+        popq %rcx
+        popq %rax
+        iretq
+        .endm
+
+        IRQ_STUB irq_default_entry, irq_default
+        IRQ_STUB irq_spurious_entry, irq_spurious
+        IRQ_STUB irq_sci_entry, irq_sci
+
+/* void idle_wait(uint32_t seen): called and returns with IF clear. Sleeps in
+ * `sti; hlt` (the STI shadow makes the pair atomic for interrupts) unless
+ * nmi_count already differs from `seen`; an NMI inside [idle_win_start,
+ * idle_win_end) moves the return point past the hlt. */
+        .globl idle_wait
+idle_wait:
+idle_win_start:
+        cmpl nmi_count(%rip), %edi
+        jne idle_win_end
+        sti
+        hlt
+idle_win_end:
+        cli
+        ret
 
 /* ------------------------------------------------------------------ */
 /* Exception stubs: push a zero error code where the CPU does not, then
@@ -206,6 +344,12 @@ gdt_desc:
         .globl ap_ticket
 ap_ticket:
         .long 0
+        .globl nmi_count
+nmi_count:
+        .long 0
+        .balign 8
+s3_ctx:
+        .fill 8, 8, 0                   /* rsp, rbx, rbp, r12-r15, rip */
 
 /* Static identity map of the low 4 GiB with 2 MiB pages, so no code has to
  * run to build it. pdpt[4..] is filled at boot for RAM above 4 GiB. The
@@ -238,9 +382,11 @@ pd_low:
  * before use). */
         .section .nozero, "aw", @nobits
         .balign 4096
-        .globl high_pds, ap_stacks
+        .globl high_pds, ap_stacks, idt_table, boot_stack, boot_stack_top
 high_pds:
         .skip 60 * 4096
+idt_table:                              /* 256 gates; trap.c fills 0-31, irq.c the rest */
+        .skip 256 * 16
 ap_stacks:
         .skip MAX_CPUS << AP_STACK_SHIFT
 boot_stack:

@@ -1,4 +1,4 @@
-/* Scenarios selected with petrel.test=: boot, reboot, ioloop. */
+/* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend. */
 #include "petrel.h"
 
 #define CMOS_BOOT_COUNT 0x7e
@@ -56,12 +56,27 @@ static void run_ioloop(void)
     kprintf("ioloop: end\n");
 }
 
+/* Sets the clock to a fixed time in 2030, then reports it like the boot check. */
+static COLD void run_rtcset(void)
+{
+    if (!cmos_present()) {
+        kprintf("rtc: set unavailable\n");
+        return;
+    }
+    rtc_set(2030, 1, 2, 3, 4, 5);
+    kprintf("rtc: set 2030-01-02T03:04:05\n");
+    rtc_report();
+}
+
 void scenario_run(const char *name)
 {
     bool is_boot = !memcmp(name, "boot", 5);
     bool is_reboot = !memcmp(name, "reboot", 7);
     bool is_ioloop = !memcmp(name, "ioloop", 7);
-    if (!is_boot && !is_reboot && !is_ioloop)
+    bool is_idle = !memcmp(name, "idle", 5);
+    bool is_rtcset = !memcmp(name, "rtcset", 7);
+    bool is_suspend = !memcmp(name, "suspend", 8);
+    if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend)
         panic("unknown petrel.test=%s", name);
 
     int count = boot_count_bump();
@@ -72,4 +87,10 @@ void scenario_run(const char *name)
     boot_count_clear(count);
     if (is_ioloop)
         run_ioloop();
+    if (is_rtcset)
+        run_rtcset();
+    if (is_suspend)
+        suspend_run();          /* goes on like idle */
+    else if (is_idle || is_rtcset)
+        idle_run();             /* returns after the power button */
 }

@@ -1,4 +1,4 @@
-/* ACPI: RSDP, RSDT/XSDT, FADT, MADT, MCFG, DSDT \_S5_. */
+/* ACPI: RSDP, RSDT/XSDT, FADT, MADT, MCFG, DSDT \_S5_ (and \_S3_ on demand). */
 #include "petrel.h"
 
 struct acpi_info acpi;
@@ -15,8 +15,14 @@ struct sdt_header {
     uint32_t creator_revision;
 } __attribute__((packed));
 
-static inline uint32_t rd32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t rd64(const void *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+/* Unaligned little-endian loads: one mov each (memcpy would be a call and a
+ * `rep movsb` here, as the kernel is built with -fno-builtin). */
+struct __attribute__((packed, may_alias)) un16 { uint16_t v; };
+struct __attribute__((packed, may_alias)) un32 { uint32_t v; };
+struct __attribute__((packed, may_alias)) un64 { uint64_t v; };
+static inline uint16_t rd16(const void *p) { return ((const struct un16 *)p)->v; }
+static inline uint32_t rd32(const void *p) { return ((const struct un32 *)p)->v; }
+static inline uint64_t rd64(const void *p) { return ((const struct un64 *)p)->v; }
 
 static uint64_t find_rsdp(void)
 {
@@ -78,6 +84,23 @@ void gas_write8(const struct gas *g, uint8_t v)
 
 static void parse_fadt(const uint8_t *f, uint32_t len)
 {
+    acpi.facs = len >= 40 ? rd32(f + 36) : 0;
+    if (len >= 140 && rd64(f + 132))
+        acpi.facs = rd64(f + 132);                  /* X_FIRMWARE_CTRL */
+    acpi.sci_int = len >= 48 ? rd16(f + 46) : 0;
+    acpi.smi_cmd = len >= 52 ? rd32(f + 48) : 0;
+    acpi.acpi_enable = len >= 53 ? f[52] : 0;
+    acpi.pm1a_evt = len >= 60 ? rd32(f + 56) : 0;
+    acpi.pm1_evt_len = len >= 89 ? f[88] : 0;
+    if (!acpi.pm1a_evt && len >= 160) {
+        struct gas x;
+        parse_gas(&x, f + 148);                     /* X_PM1a_EVT_BLK */
+        if (x.space == 1) {
+            acpi.pm1a_evt = (uint32_t)x.addr;
+            if (!acpi.pm1_evt_len)
+                acpi.pm1_evt_len = x.bit_width / 8;
+        }
+    }
     acpi.pm1a_cnt = len >= 68 ? rd32(f + 64) : 0;
     acpi.pm1b_cnt = len >= 72 ? rd32(f + 68) : 0;
     uint32_t flags = len >= 116 ? rd32(f + 112) : 0;
@@ -117,6 +140,24 @@ static void parse_madt(const uint8_t *m, uint32_t len)
                 acpi.apic_ids[acpi.madt_cpus++] = rd32(e + 4);
         } else if (type == 5 && elen >= 12) {       /* LAPIC address override */
             acpi.lapic_base = rd64(e + 4);
+        } else if (type == 1 && elen >= 12) {       /* I/O APIC */
+            if (acpi.nr_ioapics < ACPI_MAX_IOAPICS) {
+                acpi.ioapics[acpi.nr_ioapics].addr = rd32(e + 4);
+                acpi.ioapics[acpi.nr_ioapics].gsi_base = rd32(e + 8);
+                acpi.nr_ioapics++;
+            }
+        } else if (type == 2 && elen >= 10) {       /* interrupt source override */
+            if (acpi.nr_isos < ACPI_MAX_ISOS && e[2] == 0) {
+                acpi.isos[acpi.nr_isos].source = e[3];
+                acpi.isos[acpi.nr_isos].gsi = rd32(e + 4);
+                acpi.isos[acpi.nr_isos].flags = rd16(e + 8);
+                acpi.nr_isos++;
+            }
+        } else if (type == 4 && elen >= 6) {        /* local APIC NMI */
+            if (!acpi.lapic_nmi_found && e[5] <= 1) {
+                acpi.lapic_nmi_found = true;
+                acpi.lapic_nmi_lint = e[5];
+            }
         }
         off += elen;
     }
@@ -148,13 +189,14 @@ static int aml_small_int(const uint8_t *p, const uint8_t *end)
     }
 }
 
-static int find_s5(uint64_t dsdt)
+/* SLP_TYPa of the \_Sx_ package named `name` ("_S5_", "_S3_"), or -1. */
+static int find_sleep_typ(uint64_t dsdt, const char *name)
 {
     const struct sdt_header *h = (const void *)(uintptr_t)dsdt;
     const uint8_t *base = (const uint8_t *)h, *end = base + h->length;
     const uint8_t *p = base + 36;
     while (p < end) {
-        const uint8_t *hit = mem_find4(p, (size_t)(end - p), "_S5_", 2);
+        const uint8_t *hit = mem_find4(p, (size_t)(end - p), name, 2);
         if (!hit)
             return -1;
         const uint8_t *q = hit + 4;
@@ -184,6 +226,13 @@ static void add_sig(char *sigs, size_t *slen, size_t cap, const char *sig)
         sigs[(*slen)++] = (c >= 0x20 && c < 0x7f && c != ',') ? c : '?';
     }
     sigs[*slen] = '\0';
+}
+
+COLD int acpi_sleep_typ(const char *name)
+{
+    if (!acpi.dsdt || !table_header_ok(acpi.dsdt, "DSDT"))
+        return -1;
+    return find_sleep_typ(acpi.dsdt, name);
 }
 
 void acpi_init(void)
@@ -237,7 +286,7 @@ void acpi_init(void)
             if (acpi.dsdt) {
                 if (table_header_ok(acpi.dsdt, "DSDT")) {
                     add_sig(sigs, &slen, sizeof(sigs), "DSDT");
-                    acpi.s5_typ = find_s5(acpi.dsdt);
+                    acpi.s5_typ = find_sleep_typ(acpi.dsdt, "_S5_");
                 } else {
                     acpi.checksums_ok = false;
                 }

@@ -9,6 +9,19 @@ static uint32_t cfg_read32(unsigned bus, unsigned dev, unsigned fn, unsigned off
     return inl(0xCFC);
 }
 
+/* Bus 0 through ports 0xCF8/0xCFC only (they work before any ECAM setup). */
+uint32_t pci_io_read32(unsigned dev, unsigned fn, unsigned off)
+{
+    outl(0xCF8, 0x80000000u | (dev << 11) | (fn << 8) | (off & 0xfc));
+    return inl(0xCFC);
+}
+
+void pci_io_write32(unsigned dev, unsigned fn, unsigned off, uint32_t v)
+{
+    outl(0xCF8, 0x80000000u | (dev << 11) | (fn << 8) | (off & 0xfc));
+    outl(0xCFC, v);
+}
+
 void pci_scan(void)
 {
     unsigned count = 0;

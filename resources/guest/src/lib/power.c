@@ -3,14 +3,18 @@
 
 static volatile int in_finish;
 
-NORETURN void poweroff(void)
+/* Enter sleep state `typ` (SLP_TYP; negative: the S5 default of the FADT
+ * kind): SLEEP_CONTROL_REG on a hardware-reduced FADT, else PM1a_CNT (and
+ * PM1b_CNT), keeping the other PM1_CNT bits (SCI_EN). */
+void acpi_sleep_write(int typ)
 {
-    kprintf("poweroff: acpi\n");
     if (acpi.hw_reduced && acpi.sleep_ctl.addr) {
-        int typ = acpi.s5_typ >= 0 ? acpi.s5_typ : 5;
+        if (typ < 0)
+            typ = 5;
         gas_write8(&acpi.sleep_ctl, (uint8_t)(((typ & 7) << 2) | 0x20));   /* SLP_TYP | SLP_EN */
     } else if (acpi.pm1a_cnt) {
-        int typ = acpi.s5_typ >= 0 ? acpi.s5_typ : 0;
+        if (typ < 0)
+            typ = 0;
         uint16_t bits = (uint16_t)(((typ & 7) << 10) | (1u << 13));        /* SLP_TYP | SLP_EN */
         uint16_t port = (uint16_t)acpi.pm1a_cnt;
         outw(port, (uint16_t)((inw(port) & ~0x1c00u) | bits));
@@ -19,8 +23,14 @@ NORETURN void poweroff(void)
             outw(port, (uint16_t)((inw(port) & ~0x1c00u) | bits));
         }
     }
+}
+
+NORETURN void poweroff(void)
+{
+    kprintf("poweroff: acpi\n");
+    acpi_sleep_write(acpi.s5_typ);
     /* A VMM stops the VM asynchronously: give it time before giving up. */
-    delay_us(500000);
+    delay_us(5000000);
     kprintf("poweroff: FAILED\n");
     halt_forever();
 }
@@ -37,7 +47,7 @@ void reset_system(const char *method)
         else
             kprintf("reboot: no usable FADT reset register\n");
     }
-    delay_us(500000);
+    delay_us(5000000);
 }
 
 NORETURN void finish(int status)

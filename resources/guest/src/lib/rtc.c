@@ -89,3 +89,37 @@ void rtc_report(void)
     int64_t epoch = days_from_civil(year, mon, day) * 86400 + hour * 3600 + min * 60 + sec;
     kprintf("rtc: %04u-%02u-%02uT%02u:%02u:%02u epoch=%ld\n", year, mon, day, hour, min, sec, epoch);
 }
+
+static uint8_t to_bcd(unsigned v) { return (uint8_t)(((v / 10) << 4) | (v % 10)); }
+
+/*
+ * Set the clock: SET (register B bit 7) halts updates while the time
+ * registers are written in the encoding register B selects (BCD or binary,
+ * 12- or 24-hour), then clearing SET starts the clock from the new time.
+ */
+COLD void rtc_set(unsigned year, unsigned mon, unsigned day, unsigned hour, unsigned min, unsigned sec)
+{
+    uint8_t regb = cmos_read(0x0B);
+    cmos_write(0x0B, regb | 0x80);
+    bool binary = regb & 0x04, h24 = regb & 0x02;
+#define ENC(v) (binary ? (uint8_t)(v) : to_bcd(v))
+    uint8_t hr;
+    if (h24) {
+        hr = ENC(hour);
+    } else {
+        unsigned h12 = hour % 12 ? hour % 12 : 12;
+        hr = (uint8_t)(ENC(h12) | (hour >= 12 ? 0x80 : 0));
+    }
+    /* day of week, 1 = Sunday; 1970-01-01 was a Thursday */
+    unsigned wday = (unsigned)((days_from_civil(year, mon, day) % 7 + 11) % 7) + 1;
+    cmos_write(0x00, ENC(sec));
+    cmos_write(0x02, ENC(min));
+    cmos_write(0x04, hr);
+    cmos_write(0x06, ENC(wday));
+    cmos_write(0x07, ENC(day));
+    cmos_write(0x08, ENC(mon));
+    cmos_write(0x09, ENC(year % 100));
+    cmos_write(0x32, ENC(year / 100));
+#undef ENC
+    cmos_write(0x0B, regb & 0x7f);
+}

@@ -19,6 +19,34 @@ static bool x2apic;
 static volatile uint32_t ap_online;
 static volatile uint32_t ap_checkin[MAX_CPUS];  /* by ticket: APIC ID + 1 */
 
+void lapic_refresh(void)
+{
+    uint64_t apic_msr = rdmsr(0x1B);
+    x2apic = (apic_msr >> 10) & 1;
+    lapic_base = apic_msr & 0x000ffffffffff000ULL;
+}
+
+/* xAPIC MMIO register offset; in x2APIC mode the MSR 0x800 + reg / 16. */
+uint32_t lapic_read(uint32_t reg)
+{
+    if (x2apic)
+        return (uint32_t)rdmsr(0x800 + (reg >> 4));
+    return mmio_read32(lapic_base + reg);
+}
+
+void lapic_write(uint32_t reg, uint32_t v)
+{
+    if (x2apic)
+        wrmsr(0x800 + (reg >> 4), v);
+    else
+        mmio_write32(lapic_base + reg, v);
+}
+
+void lapic_eoi(void)
+{
+    lapic_write(0x0B0, 0);
+}
+
 uint32_t lapic_id(void)
 {
     if (x2apic)
@@ -71,21 +99,28 @@ static bool wait_online(uint32_t want, uint32_t us)
     return ap_online >= want;
 }
 
-static uint64_t pick_trampoline_page(void)
+/* The page for the AP trampoline (and the S3 waking code): picked once. */
+uint64_t low_page(void)
 {
-    if (e820_page_usable(0x8000))
-        return 0x8000;
-    for (uint64_t a = 0x1000; a < 0x9f000; a += 0x1000)
-        if (e820_page_usable(a))
-            return a;
-    return 0;
+    static uint64_t page = 1;
+    if (page != 1)
+        return page;
+    page = 0;
+    if (e820_page_usable(0x8000)) {
+        page = 0x8000;
+    } else {
+        for (uint64_t a = 0x1000; a < 0x9f000; a += 0x1000)
+            if (e820_page_usable(a)) {
+                page = a;
+                break;
+            }
+    }
+    return page;
 }
 
 int smp_boot(void)
 {
-    uint64_t apic_msr = rdmsr(0x1B);
-    x2apic = (apic_msr >> 10) & 1;
-    lapic_base = apic_msr & 0x000ffffffffff000ULL;
+    lapic_refresh();
     uint32_t bsp = lapic_id();
     int expected = acpi.madt_cpus;
     uint32_t aps = 0;
@@ -95,7 +130,7 @@ int smp_boot(void)
     if (!aps)
         return 1;
 
-    uint64_t tramp = pick_trampoline_page();
+    uint64_t tramp = low_page();
     if (!tramp) {
         kprintf("smp: no usable page below 1 MiB for the AP trampoline\n");
         return 1;
@@ -116,18 +151,14 @@ int smp_boot(void)
             send_ipi(acpi.apic_ids[i], ICR_STARTUP | vec);
 
     if (!wait_online(aps, 10000)) {
-        uint32_t missing = 0;
         for (int i = 0; i < expected; i++) {
             uint32_t id = acpi.apic_ids[i];
-            if (id != bsp && !checked_in(id)) {
+            if (id != bsp && !checked_in(id))
                 send_ipi(id, ICR_STARTUP | vec);
-                missing++;
-            }
         }
-        uint32_t budget = missing * 10000;
-        if (budget > 100000)
-            budget = 100000;
-        wait_online(aps, budget);
+        /* The wait ends as soon as every AP is in, so a generous budget costs nothing on a
+         * healthy run; it matters when the host is loaded and a vCPU thread starts late. */
+        wait_online(aps, 3000000);
     }
     return (int)ap_online + 1;
 }
