@@ -2,6 +2,8 @@
 //! test gives, captures the serial console line by line with timestamps, and cleans up every
 //! process and temporary file it made.
 
+pub mod nested;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,22 +21,29 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs one of the repository's build scripts (a path relative to the workspace) and returns
+/// what it printed on stdout, trimmed; panics with its whole output if it fails.
+pub fn run_build_script(relative: &str) -> String {
+    let script = workspace_root().join(relative);
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {relative}: {e}"));
+    assert!(
+        out.status.success(),
+        "{relative} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Builds the test guest kernel once per test process and returns its path.
 pub fn guest_kernel() -> PathBuf {
     static KERNEL: OnceLock<PathBuf> = OnceLock::new();
     KERNEL
         .get_or_init(|| {
-            let script = workspace_root().join("resources/build-guest.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .output()
-                .expect("run build-guest.sh");
-            assert!(
-                out.status.success(),
-                "building the test guest failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            run_build_script("resources/build-guest.sh");
             let path = workspace_root().join("resources/out/petrel-guest.elf");
             assert!(
                 path.exists(),

@@ -1,0 +1,399 @@
+//! Real Linux (Debian's cloud kernel, bzImage) booted by petrel, nested inside QEMU/TCG because
+//! this machine's KVM cannot run stock Linux: see `petrel_tests::nested`. Each run boots L0 and
+//! L1 (about 4 s) and then L2 through petrel (about 8 s per boot), so checks that can share a
+//! boot do.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use petrel_tests::nested::{L2End, Nested, Transcript};
+
+fn nested() -> Nested {
+    Nested::new(env!("CARGO_BIN_EXE_petrel"))
+}
+
+/// `-cpu host,-xsave`: with XSAVE, L2 warns "XSAVE consistency problem: size 2696 !=
+/// kernel_size 576" with a stack trace, and its CPUID dump shows leaf 0xD.0 EBX still 0x240
+/// (the size for XCR0 = x87|SSE) after L2 enabled AVX and PKRU. L1's KVM updates that value
+/// when it intercepts L2's XSETBV; under TCG's nested SVM the intercept apparently never
+/// reaches L1 (the notes on nesting say the same). Not petrel's doing; masking XSAVE avoids it.
+const CPU: [&str; 2] = ["-cpu", "host,-xsave"];
+
+/// The L2 command of the shared `-smp 2 -m 512M` boot: facts as `key: value` lines, then
+/// L2's kernel messages of level 0-4 (emergency to warning) as `dmesg: <level>[time] text`.
+const FACTS: &str = r#"
+echo "date: $(date +%s)"
+echo "rtc-epoch: $(cat /sys/class/rtc/rtc0/since_epoch)"
+echo "rtc-name: $(cat /sys/class/rtc/rtc0/name)"
+echo "nproc: $(nproc)"
+echo "cpus-online: $(cat /sys/devices/system/cpu/online)"
+echo "memtotal-kib: $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+echo "memory-line: $(dmesg | grep -m1 'Memory: ')"
+dmesg -r | grep '^<[0-4]>' | sed 's/^/dmesg: /'
+"#;
+
+/// One boot of L2 with two vCPUs and 512 MiB, shared by the tests that only look at it.
+fn smp2_run() -> &'static Transcript {
+    static RUN: OnceLock<Result<Transcript, String>> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        std::panic::catch_unwind(|| {
+            let run = nested()
+                .petrel_args(["-smp", "2", "-m", "512M"])
+                .petrel_args(CPU)
+                .l2_command(FACTS)
+                .l2_end(L2End::Poweroff)
+                .spawn();
+            let t = run.finish();
+            eprintln!(
+                "nested smp2 run: {:.1} s, petrel exit {:?}",
+                t.elapsed.as_secs_f64(),
+                t.petrel_exit()
+            );
+            t
+        })
+        .map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the shared nested run panicked".to_string())
+        })
+    });
+    match run {
+        Ok(t) => t,
+        Err(e) => panic!("the shared -smp 2 -m 512M run failed: {e}"),
+    }
+}
+
+/// The single L2 boot of a run that must have booted L2 exactly once and finished its command.
+fn only_boot(t: &Transcript) -> petrel_tests::nested::L2Boot {
+    let boots = t.l2_boots();
+    assert_eq!(boots.len(), 1, "expected one L2 boot\n{}", t.dump());
+    let boot = boots.into_iter().next().unwrap();
+    assert_eq!(boot.rc, Some(0), "L2 command failed\n{}", t.dump());
+    boot
+}
+
+/// Asserts that `guest` (an L2 clock reading in whole seconds, printed on the line `line`)
+/// is within 5 s of the host's time. The reading happened before the line reached the host,
+/// at most `TRANSIT` earlier (the console path L2 -> petrel -> L1 -> L0 -> here carries a line
+/// in tens of milliseconds; 1 s is generous), and `date +%s` truncates up to 1 s.
+fn assert_near_host_time(
+    what: &str,
+    guest: u64,
+    line: &petrel_tests::nested::Line,
+    t: &Transcript,
+) {
+    const TOLERANCE: f64 = 5.0;
+    const TRANSIT: f64 = 1.0;
+    let arrival = line.wall_secs();
+    let guest = guest as f64;
+    // The reading's true time lies in [guest, guest + 1); it was taken at host time
+    // [arrival - TRANSIT, arrival].
+    let ahead = guest - arrival; // smallest possible (guest - host) is guest - arrival
+    let behind = arrival - guest; // largest possible (host - guest) is arrival - guest
+    assert!(
+        ahead <= TOLERANCE && behind <= TOLERANCE + TRANSIT,
+        "{what}: L2 says {guest}, the host's clock was {arrival:.2} when the line arrived \
+         (allowed: {TOLERANCE} s either way plus {TRANSIT} s transit)\n{}",
+        t.dump()
+    );
+}
+
+#[test]
+fn linux_sees_two_cpus_512m_and_the_host_time() {
+    let t = smp2_run();
+    t.assert_petrel_exit(0);
+    let boot = only_boot(t);
+    let get = |key: &str| {
+        boot.value(&format!("{key}:"))
+            .unwrap_or_else(|| panic!("no '{key}:' line\n{}", t.dump()))
+            .to_string()
+    };
+
+    assert_eq!(get("nproc"), "2", "{}", t.dump());
+    assert_eq!(get("cpus-online"), "0-1", "{}", t.dump());
+
+    // MemTotal is RAM the kernel can allocate: usable e820 RAM minus what the kernel reserves
+    // at boot: its image (this kernel: ~31 MiB of code, data and bss), struct page for every
+    // page (64 bytes per 4 KiB, 8 MiB for 512 MiB), page tables, per-CPU areas, the ACPI and
+    // low-memory reservations. Measured: 480172 KiB (~469 MiB). The bound [448 MiB, 512 MiB)
+    // leaves 64 MiB for the kernel's share and fails on a guest with a different RAM size.
+    let memtotal: u64 = get("memtotal-kib").parse().expect("MemTotal in KiB");
+    assert!(
+        (448 * 1024..512 * 1024).contains(&memtotal),
+        "MemTotal {memtotal} KiB is outside [448 MiB, 512 MiB) for -m 512M\n{}",
+        t.dump()
+    );
+    // "Memory: 219956K/523896K available (...)": the second figure is all the RAM in the e820
+    // map. petrel reserves 0x9fc00-0xfffff (EBDA and BIOS area) and the kernel page 0, so it
+    // is 512 MiB minus less than 1 MiB.
+    let memory_line = get("memory-line");
+    let e820_kib: u64 = memory_line
+        .split_once('/')
+        .and_then(|(_, r)| r.split_once('K'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse '{memory_line}'"));
+    assert!(
+        (511 * 1024..=512 * 1024).contains(&e820_kib),
+        "the kernel counted {e820_kib} KiB of RAM for -m 512M: {memory_line}\n{}",
+        t.dump()
+    );
+
+    let date: u64 = get("date").parse().expect("date +%s");
+    assert_near_host_time("date +%s", date, boot.line("date:").unwrap(), t);
+    // The RTC (rtc_cmos on petrel's CMOS clock) read directly, not the system clock.
+    assert_eq!(get("rtc-name"), "rtc_cmos 00:00", "{}", t.dump());
+    let rtc: u64 = get("rtc-epoch").parse().expect("rtc since_epoch");
+    assert_near_host_time("rtc0 since_epoch", rtc, boot.line("rtc-epoch:").unwrap(), t);
+}
+
+/// A kernel message of level warning or worse that does not point at petrel, and why.
+struct Tolerated {
+    /// Substring identifying the message.
+    pattern: &'static str,
+    /// Further condition on the whole dmesg line.
+    accept: fn(&str) -> bool,
+    /// Why it is not petrel's doing.
+    reason: &'static str,
+}
+
+/// The L2 warnings tolerated. Seen with 6.1.0-56-cloud-amd64 and `-cpu host,-xsave`: no
+/// warn+ line at all on an idle machine (13 runs); with two CPU hogs on the two cores, this
+/// one in 2 of 6 runs.
+const TOLERATED_L2_WARNINGS: &[Tolerated] = &[Tolerated {
+    pattern: "APIC calibration not consistent with PM-Timer: ",
+    accept: apic_calibration_within_25_percent,
+    reason: "seen only when the host is overloaded (two CPU hogs on two cores): the kernel \
+             times 100 ms of LAPIC timer ticks against the ACPI PM timer; each PM-timer read \
+             is an exit from L2 to petrel in L1 user space, and with L0 (TCG) starved of CPU \
+             one of them is delayed by milliseconds (89 ms instead of 100 measured). The kernel \
+             then trusts the PM timer. A PM timer of the wrong frequency would be off by far \
+             more, every time: accepted only within 25 %.",
+}];
+
+/// "APIC calibration not consistent with PM-Timer: 89ms instead of 100ms": within 75-125 ms.
+fn apic_calibration_within_25_percent(line: &str) -> bool {
+    line.split("PM-Timer: ")
+        .nth(1)
+        .and_then(|r| r.split_once("ms instead of 100ms"))
+        .and_then(|(n, _)| n.trim().parse::<u32>().ok())
+        .is_some_and(|ms| (75..=125).contains(&ms))
+}
+
+#[test]
+fn linux_dmesg_has_no_platform_warnings() {
+    let t = smp2_run();
+    let boot = only_boot(t);
+    // The L2 command ran to its end: the dmesg list is complete.
+    assert!(boot.line("memory-line:").is_some(), "{}", t.dump());
+    let mut unexpected = 0;
+    let mut report = String::new();
+    for w in boot
+        .output
+        .iter()
+        .filter_map(|l| l.text.strip_prefix("dmesg: "))
+    {
+        match TOLERATED_L2_WARNINGS
+            .iter()
+            .find(|t| w.contains(t.pattern) && (t.accept)(w))
+        {
+            Some(t) => report.push_str(&format!("tolerated:  {w}\n    because {}\n", t.reason)),
+            None => {
+                unexpected += 1;
+                report.push_str(&format!("UNEXPECTED: {w}\n"));
+            }
+        }
+    }
+    if !report.is_empty() {
+        eprintln!("L2 warn+ kernel messages:\n{report}");
+    }
+    assert_eq!(
+        unexpected, 0,
+        "L2's kernel logged {unexpected} unexpected warning/error lines; all warn+ lines:\n{report}"
+    );
+}
+
+#[test]
+fn linux_poweroff_ends_petrel_with_status_0() {
+    let t = smp2_run();
+    let boot = only_boot(t);
+    // L2's `poweroff -f` is the last thing it does; petrel then exits by itself.
+    t.assert_petrel_exit(0);
+    let end = t
+        .line("L1-PETREL-EXIT")
+        .expect("exit line")
+        .at
+        .saturating_sub(boot.output.last().map_or(Duration::ZERO, |l| l.at));
+    assert!(
+        end < Duration::from_secs(30),
+        "petrel took {end:?} to exit after L2's command ended\n{}",
+        t.dump()
+    );
+}
+
+/// L2 command for the reboot tests: CMOS NVRAM byte 0x7e counts boots across resets (petrel
+/// keeps CMOS on reset, like the test guest's `boot-count:`). First boot: 0 -> 1, and /init's
+/// `l2end=reboot` reboots; second boot: reset to 0 and power off.
+const REBOOT_ONCE: &str = r#"
+n=$(cmos get 0x7e) || exit 1
+echo "boot-counter: $n"
+if [ "$n" = 0 ]; then
+    cmos set 0x7e 1 || exit 1
+    echo "next: reboot"
+else
+    cmos set 0x7e 0 || exit 1
+    echo "next: poweroff"
+    poweroff -f
+fi
+"#;
+
+#[test]
+fn linux_reboot_boots_again_then_poweroff_exits_0() {
+    let t = nested()
+        .petrel_args(["-smp", "1", "-m", "256M"])
+        .petrel_args(CPU)
+        .l2_command(REBOOT_ONCE)
+        .l2_end(L2End::Reboot)
+        .spawn()
+        .finish();
+    eprintln!("nested reboot run: {:.1} s", t.elapsed.as_secs_f64());
+    t.assert_petrel_exit(0);
+    let boots = t.l2_boots();
+    assert_eq!(boots.len(), 2, "expected two L2 boots\n{}", t.dump());
+    assert_eq!(boots[0].value("boot-counter:"), Some("0"), "{}", t.dump());
+    assert_eq!(boots[0].value("next:"), Some("reboot"), "{}", t.dump());
+    assert_eq!(boots[0].rc, Some(0), "{}", t.dump());
+    // The second boot saw the byte the first wrote: CMOS survived the reset.
+    assert_eq!(boots[1].value("boot-counter:"), Some("1"), "{}", t.dump());
+    assert_eq!(boots[1].value("next:"), Some("poweroff"), "{}", t.dump());
+}
+
+#[test]
+fn linux_reboot_with_no_reboot_exits_0() {
+    let t = nested()
+        .petrel_args(["-smp", "1", "-m", "256M", "-no-reboot"])
+        .petrel_args(CPU)
+        .l2_command("echo rebooting")
+        .l2_end(L2End::Reboot)
+        .spawn()
+        .finish();
+    eprintln!("nested -no-reboot run: {:.1} s", t.elapsed.as_secs_f64());
+    t.assert_petrel_exit(0);
+    let boots = t.l2_boots();
+    assert_eq!(
+        boots.len(),
+        1,
+        "-no-reboot must not boot L2 again\n{}",
+        t.dump()
+    );
+    assert_eq!(boots[0].text(), "rebooting", "{}", t.dump());
+    assert_eq!(boots[0].rc, Some(0), "{}", t.dump());
+}
+
+/// Harness plumbing that later tests (QMP, disks) build on, checked through petrel's serial
+/// backends: a host file attached to L1 as a virtio disk and handed to petrel as
+/// `-serial file:/dev/vda` (COM2) receives what L2 writes to ttyS1, and a TCP server petrel
+/// opens in L1 for COM3 is reachable from the host through the forwarded port, both ways.
+#[test]
+fn host_disk_and_forwarded_port_reach_l2_serial_ports() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    let dir = petrel_tests::TempDir::new("nested-plumbing");
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).expect("create the disk image");
+    let port = petrel_tests::nested::free_port();
+    let run = nested()
+        .petrel_args(["-smp", "1", "-m", "256M"])
+        .petrel_args(CPU)
+        .petrel_args([
+            "-serial",
+            &format!("file:{}", petrel_tests::nested::l1_disk(0)),
+        ])
+        .petrel_args([
+            "-chardev",
+            &format!("socket,id=net,host=0.0.0.0,port={port},server=on,wait=off"),
+            "-serial",
+            "chardev:net",
+        ])
+        .disk(&disk)
+        .qmp_port(port)
+        .l2_command(
+            r#"
+echo disk-ok > /dev/ttyS1
+stty -F /dev/ttyS2 -echo
+line=$(timeout 120 head -n1 /dev/ttyS2)
+echo "ttyS2 got: $line"
+echo net-ok > /dev/ttyS2
+"#,
+        )
+        .spawn();
+
+    // The forwarded port accepts as soon as L0 runs; until petrel listens in L1 the
+    // connection is closed at once. Retry, and repeat the request until L2 answers.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut received = String::new();
+    'outer: while Instant::now() < deadline {
+        let Ok(mut s) = TcpStream::connect(run.qmp_addr().unwrap()) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            if s.write_all(b"go\n").is_err() {
+                break;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    received.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if received.contains("net-ok") {
+                        break 'outer;
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+            if Instant::now() >= deadline {
+                break 'outer;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = run.finish();
+    assert!(
+        received.contains("net-ok"),
+        "no 'net-ok' from L2's ttyS2 through 127.0.0.1:{port} (got {received:?})\n{}",
+        t.dump()
+    );
+    t.assert_petrel_exit(0);
+    let boot = only_boot(&t);
+    assert_eq!(boot.value("ttyS2 got:"), Some("go"), "{}", t.dump());
+    let written = std::fs::read(&disk).expect("read the disk image");
+    let text = String::from_utf8_lossy(&written[..4096]);
+    assert!(
+        text.starts_with("disk-ok"),
+        "the disk image does not start with L2's ttyS1 output: {:?}\n{}",
+        text.trim_end_matches('\0'),
+        t.dump()
+    );
+}
+
+#[test]
+fn apic_calibration_tolerance_is_bounded() {
+    let line = |ms: u32| {
+        format!("<4>[    1.446959] APIC calibration not consistent with PM-Timer: {ms}ms instead of 100ms")
+    };
+    assert!(apic_calibration_within_25_percent(&line(94)));
+    assert!(apic_calibration_within_25_percent(&line(89)));
+    assert!(!apic_calibration_within_25_percent(&line(50)));
+    assert!(!apic_calibration_within_25_percent(&line(200)));
+    assert!(!apic_calibration_within_25_percent(
+        "APIC calibration not consistent"
+    ));
+}
