@@ -10,5 +10,5 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
     apt-get install -y -qq --allow-downgrades qemu-system-x86 qemu-utils/bookworm
 fi
 bash resources/build-guest.sh >/dev/null
-cargo build --release --locked -q -p petrel-vmm
+cargo build --release --locked -q -p petrel-vmm -p petrel-tests --bins
 exec python3 tests/bench/bench.py "$@"

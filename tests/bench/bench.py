@@ -8,7 +8,9 @@ Measures, for each VMM:
     RAM mapping, sampled while the guest runs its I/O loop after booting, plus peak RSS
     (VmHWM);
   - port-I/O exits per second: the guest's loop of `outb` to port 0x80 (each one a VM exit to
-    the VMM), timed between the "ioloop: start" and "ioloop: end" lines.
+    the VMM), timed between the "ioloop: start" and "ioloop: end" lines;
+  - QMP round trips: `query-status` calls per second and latency on a unix socket, one call at
+    a time, by the qmp-rtt client (tests/src/bin/qmp-rtt.rs) against a VM started with -S.
 Prints a markdown report; --write updates docs/benchmarks.md.
 """
 
@@ -27,6 +29,7 @@ KERNEL = os.path.join(ROOT, "resources", "out", "petrel-guest.elf")
 PETREL = os.path.join(ROOT, "target", "release", "petrel")
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 RAM_MIB = 256
+QMP_RTT = os.path.join(ROOT, "target", "release", "qmp-rtt")
 
 
 def petrel_cmd(append):
@@ -155,13 +158,41 @@ def io_exits(cmd_fn, runs, iters):
     return statistics.median(rates)
 
 
+def qmp_round_trips(cmd_fn, runs, calls):
+    import json
+    import tempfile
+    results = []
+    for _ in range(runs):
+        d = tempfile.mkdtemp(prefix="pb")
+        sock = os.path.join(d, "q.sock")
+        cmd = cmd_fn("petrel.test=boot") + ["-S", "-qmp", f"unix:{sock},server=on,wait=off"]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(sock):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[0]}: no QMP socket")
+                time.sleep(0.01)
+            out = subprocess.run([QMP_RTT, sock, str(calls)], capture_output=True, text=True,
+                                 check=True).stdout
+            results.append(json.loads(out))
+        finally:
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(d, ignore_errors=True)
+    pick = lambda key: statistics.median(r[key] for r in results)
+    return pick("calls_per_sec"), pick("median_us"), pick("p99_us")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--io-iters", type=int, default=200000)
+    ap.add_argument("--qmp-calls", type=int, default=20000)
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = ap.parse_args()
-    for path in (PETREL, KERNEL, QEMU):
+    for path in (PETREL, KERNEL, QEMU, QMP_RTT):
         if not os.path.exists(path):
             sys.exit(f"bench: missing {path}")
 
@@ -171,6 +202,7 @@ def main():
             "start": start_to_marker(fn, args.runs),
             "mem": memory(fn, max(3, args.runs // 3)),
             "io": io_exits(fn, max(3, args.runs // 3), args.io_iters),
+            "qmp": qmp_round_trips(fn, 3, args.qmp_calls),
         }
     p, q = results["petrel"], results["qemu"]
     qemu_version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
@@ -187,6 +219,9 @@ kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB. Medians of {ar
 | total RSS while the guest runs its loop (MiB) | {p['mem'][1]:.1f} | {q['mem'][1]:.1f} | {p['mem'][1] / q['mem'][1]:.2f} | |
 | peak RSS, VmHWM (MiB) | {p['mem'][2]:.1f} | {q['mem'][2]:.1f} | {p['mem'][2] / q['mem'][2]:.2f} | |
 | port-I/O exits per second ({args.io_iters} `outb`) | {p['io']:.0f} | {q['io']:.0f} | {p['io'] / q['io']:.2f} | ≥ 1.0 |
+| QMP `query-status` calls per second ({args.qmp_calls} calls, unix socket) | {p['qmp'][0]:.0f} | {q['qmp'][0]:.0f} | {p['qmp'][0] / q['qmp'][0]:.2f} | ≥ 10 |
+| QMP latency, median (µs) | {p['qmp'][1]:.1f} | {q['qmp'][1]:.1f} | {p['qmp'][1] / q['qmp'][1]:.2f} | |
+| QMP latency, p99 (µs) | {p['qmp'][2]:.1f} | {q['qmp'][2]:.1f} | {p['qmp'][2] / q['qmp'][2]:.2f} | petrel < 100 |
 """
     print(report)
     if args.write:

@@ -1,8 +1,9 @@
 //! Runs a guest from a parsed command line: opens backends, builds devices, boots, and drives
-//! the control loop through resets until the guest or the user ends it.
+//! the control loop through resets, run-state changes and front-end requests until the guest
+//! or the user ends it.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::Kvm;
@@ -10,16 +11,22 @@ use petrel_arch::layout::{LayoutError, MemoryLayout};
 use petrel_arch::topology::Topology;
 use thiserror::Error;
 
+use crate::api::{
+    self, ApiError, ApiRequest, CpuSlot, EventSink, RunStatus, StatusCell, VmEvent, VmmAction,
+    VmmData,
+};
 use crate::chardev::{Chardev, ChardevError};
 use crate::cli::{ChardevBackend, ChardevSpec, Config};
-use crate::event_loop::lifecycle::Lifecycle;
+use crate::event_loop::api::ApiSubscriber;
+use crate::event_loop::lifecycle::{Lifecycle, PowerEvents};
 use crate::event_loop::serial_input::SerialInput;
 use crate::event_loop::signals::SignalFd;
 use crate::event_loop::{ActionSlot, LoopAction};
+use crate::frontend::{self, Frontend};
 use crate::process::{self, PidFile, ProcessError};
 use crate::vm::devices::{DeviceError, DeviceManager};
-use crate::vm::vcpu::{self, RunState, VcpuError, VcpuEvents};
-use crate::vm::{self, BootConfig, Vm, VmError};
+use crate::vm::vcpu::{self, RunState, VcpuError, VcpuEvents, VcpuRequest};
+use crate::vm::{self, BootConfig, Vm, VmContext, VmError};
 
 /// Errors that stop petrel before or while running the guest.
 #[derive(Debug, Error)]
@@ -65,6 +72,9 @@ pub enum MachineError {
     /// vCPU signal setup.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A QMP monitor could not be set up.
+    #[error(transparent)]
+    Frontend(#[from] frontend::FrontendError),
     /// The control loop.
     #[error("event loop: {0}")]
     EventLoop(String),
@@ -75,6 +85,18 @@ pub enum MachineError {
 
 /// Largest vCPU count: xAPIC IDs in the MADT are 8 bits and 0xff is the broadcast ID.
 const MAX_XAPIC_CPUS: u32 = 255;
+
+/// How long `query-cpus` waits for a vCPU thread to answer.
+const VCPU_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn topology(cfg: &Config) -> Topology {
+    Topology {
+        sockets: cfg.smp.sockets,
+        dies: cfg.smp.dies,
+        cores: cfg.smp.cores,
+        threads: cfg.smp.threads,
+    }
+}
 
 /// Runs the guest described by `cfg`; returns the process exit status.
 pub fn run(cfg: Config, start: Instant) -> Result<i32, MachineError> {
@@ -96,13 +118,7 @@ pub fn run(cfg: Config, start: Instant) -> Result<i32, MachineError> {
             max,
         });
     }
-    let topology = Topology {
-        sockets: cfg.smp.sockets,
-        dies: cfg.smp.dies,
-        cores: cfg.smp.cores,
-        threads: cfg.smp.threads,
-    };
-    let top_apic = topology.apic_id(cfg.smp.maxcpus - 1);
+    let top_apic = topology(&cfg).apic_id(cfg.smp.maxcpus - 1);
     if top_apic > 254 {
         return Err(MachineError::ApicIdRange(top_apic));
     }
@@ -115,7 +131,17 @@ pub fn run(cfg: Config, start: Instant) -> Result<i32, MachineError> {
     } else {
         None
     };
-    let result = setup_and_run(&cfg, kernel, kvm, cpuid, layout, start, notifier);
+    let boot_cfg = BootConfig {
+        kernel,
+        initrd: cfg.initrd.clone(),
+        cmdline: cfg.append.clone(),
+        layout,
+        cpus: cfg.smp.cpus,
+        max_cpus: cfg.smp.maxcpus,
+        topology: topology(&cfg),
+        cpu_features: cfg.cpu.features.clone(),
+    };
+    let result = setup_and_run(&cfg, kvm, cpuid, boot_cfg, start, notifier);
     crate::chardev::restore_terminal();
     result
 }
@@ -137,158 +163,381 @@ fn open_serials(cfg: &Config) -> Result<Vec<Chardev>, MachineError> {
     Ok(out)
 }
 
+fn io_err(e: std::io::Error) -> MachineError {
+    MachineError::EventLoop(e.to_string())
+}
+
 fn setup_and_run(
     cfg: &Config,
-    kernel: std::path::PathBuf,
     kvm: Kvm,
     cpuid: kvm_bindings::CpuId,
-    layout: MemoryLayout,
+    boot_cfg: BootConfig,
     start: Instant,
     notifier: Option<process::DaemonNotifier>,
 ) -> Result<i32, MachineError> {
-    let prepared = (|| {
-        let pidfile = cfg.pidfile.as_deref().map(PidFile::create).transpose()?;
-        let serials = open_serials(cfg)?;
-        let devices = DeviceManager::new(serials, &layout, start)?;
-        // Termination signals must be blocked before any thread exists.
-        let signals = SignalFd::new().map_err(|e| MachineError::EventLoop(e.to_string()))?;
-        vcpu::install_kick_handler()?;
-        Ok::<_, MachineError>((pidfile, devices, signals))
-    })();
-    let (_pidfile, mut devices, signals) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(n) = notifier {
-                report_setup_failure(&e);
-                n.failed();
-            }
-            return Err(e);
+    let fail = |e: MachineError, notifier: Option<process::DaemonNotifier>| {
+        if let Some(n) = notifier {
+            eprintln!("{}", crate::error_chain(&e));
+            n.failed();
         }
+        e
     };
-
-    let boot_cfg = BootConfig {
-        kernel,
-        initrd: cfg.initrd.clone(),
-        cmdline: cfg.append.clone(),
-        layout,
-        cpus: cfg.smp.cpus,
-        max_cpus: cfg.smp.maxcpus,
-        topology: Topology {
-            sockets: cfg.smp.sockets,
-            dies: cfg.smp.dies,
-            cores: cfg.smp.cores,
-            threads: cfg.smp.threads,
-        },
-        cpu_features: cfg.cpu.features.clone(),
+    let (api_tx, api_rx) = api::channel_pair().map_err(io_err)?;
+    let status = if cfg.start_paused {
+        RunStatus::Prelaunch
+    } else {
+        RunStatus::Running
+    };
+    let status_cell = StatusCell::new(status);
+    let prepared = (|| {
+        // Termination signals must be blocked before any thread exists, so that they reach
+        // the control loop's signalfd and no other thread.
+        let signals = SignalFd::new().map_err(io_err)?;
+        vcpu::install_kick_handler()?;
+        let pidfile = cfg.pidfile.as_deref().map(PidFile::create).transpose()?;
+        // Monitors come first: a `wait=on` monitor holds the start until its client is there.
+        let frontend = Frontend::start(cfg, api_tx, status_cell.clone())?;
+        let serials = open_serials(cfg)?;
+        let devices = DeviceManager::new(serials, &boot_cfg.layout, start, frontend.events())?;
+        Ok::<_, MachineError>((pidfile, frontend, devices, signals))
+    })();
+    let (_pidfile, frontend, mut devices, signals) = match prepared {
+        Ok(p) => p,
+        Err(e) => return Err(fail(e, notifier)),
     };
 
     let actions: ActionSlot = Arc::new(Mutex::new(Vec::new()));
-    let vcpu_events = VcpuEvents::new().map_err(|e| MachineError::EventLoop(e.to_string()))?;
+    let vcpu_events = VcpuEvents::new().map_err(io_err)?;
     let mut manager = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
         .map_err(|e| MachineError::EventLoop(format!("{e:?}")))?;
-    let lifecycle = Lifecycle::new(
-        devices
-            .shutdown_evt
-            .try_clone()
-            .map_err(|e| MachineError::EventLoop(e.to_string()))?,
-        devices
-            .reset_evt
-            .try_clone()
-            .map_err(|e| MachineError::EventLoop(e.to_string()))?,
-        vcpu_events.clone(),
-        signals,
-        actions.clone(),
-    );
+    let power = PowerEvents {
+        shutdown: devices.shutdown_evt.try_clone().map_err(io_err)?,
+        reset: devices.reset_evt.try_clone().map_err(io_err)?,
+        suspend: devices.suspend_evt.try_clone().map_err(io_err)?,
+    };
+    let lifecycle = Lifecycle::new(power, vcpu_events.clone(), signals, actions.clone());
     manager.add_subscriber(Arc::new(Mutex::new(lifecycle)));
+    manager.add_subscriber(Arc::new(Mutex::new(ApiSubscriber::new(
+        api_rx,
+        actions.clone(),
+    ))));
     for port in &mut devices.serials {
         if let Some(input) = port.input.take() {
-            let drained = port
-                .drained
-                .try_clone()
-                .map_err(|e| MachineError::EventLoop(e.to_string()))?;
+            let drained = port.drained.try_clone().map_err(io_err)?;
             let sub = SerialInput::new(port.device.clone(), input, drained, actions.clone());
             manager.add_subscriber(Arc::new(Mutex::new(sub)));
         }
     }
 
     let run_state = RunState::new(cfg.start_paused);
-    let vm = match Vm::boot(&kvm, &boot_cfg, &cpuid, &devices, &run_state, &vcpu_events) {
+    let ctx = VmContext {
+        kvm: &kvm,
+        cfg: &boot_cfg,
+        cpuid: &cpuid,
+        devices: &devices,
+        run_state: &run_state,
+        events: &vcpu_events,
+    };
+    let vm = match Vm::boot(&ctx) {
         Ok(vm) => vm,
-        Err(e) => {
-            let e = MachineError::from(e);
-            if let Some(n) = notifier {
-                report_setup_failure(&e);
-                n.failed();
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(fail(e.into(), notifier)),
     };
     if let Some(n) = notifier {
         n.ready();
     }
-    // Held in an Option so a reset can drop the old VM (and its irqfd bindings) before the
-    // new one is built.
-    let mut vm = Some(vm);
-    let stop = |vm: &mut Option<Vm>| {
-        if let Some(mut v) = vm.take() {
-            v.stop(&run_state);
-        }
+    let mut machine = Machine {
+        kvm,
+        cpuid,
+        boot_cfg,
+        devices,
+        run_state,
+        vcpu_events,
+        vm: Some(vm),
+        status,
+        status_cell,
+        events: frontend.events(),
+        no_reboot: cfg.no_reboot,
+        no_shutdown: cfg.no_shutdown,
+        has_monitors: frontend.has_monitors(),
     };
 
-    loop {
+    let code = loop {
         if let Err(e) = manager.run() {
             log::debug!("event loop wait: {e:?}");
         }
         let pending: Vec<LoopAction> =
             std::mem::take(&mut *actions.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut exit = None;
         for action in pending {
-            match action {
-                LoopAction::GuestShutdown => {
-                    if cfg.no_shutdown {
-                        // Keep the process and the guest's state; only a signal ends it now.
-                        run_state.set_paused(true);
-                        if let Some(v) = &vm {
-                            v.kick_all();
-                        }
-                        continue;
-                    }
-                    stop(&mut vm);
-                    return Ok(i32::from(devices.guest_status().unwrap_or(0)));
+            if exit.is_none() {
+                exit = machine.handle(action)?;
+            } else if let LoopAction::Request(req) = action {
+                (req.reply)(Err(ApiError::Failed("petrel is exiting".into())));
+            }
+        }
+        if let Some(code) = exit {
+            break code;
+        }
+    };
+    machine.stop_vm();
+    // Replies and events already queued (the reply to `quit`, SHUTDOWN) reach clients first.
+    frontend.shutdown();
+    Ok(code)
+}
+
+/// The control thread's view of the machine.
+struct Machine {
+    kvm: Kvm,
+    cpuid: kvm_bindings::CpuId,
+    boot_cfg: BootConfig,
+    devices: DeviceManager,
+    run_state: Arc<RunState>,
+    vcpu_events: Arc<VcpuEvents>,
+    vm: Option<Vm>,
+    status: RunStatus,
+    status_cell: Arc<StatusCell>,
+    events: Arc<dyn EventSink>,
+    no_reboot: bool,
+    no_shutdown: bool,
+    has_monitors: bool,
+}
+
+impl Machine {
+    /// Acts on one loop action; `Some(code)` ends petrel with that exit status.
+    fn handle(&mut self, action: LoopAction) -> Result<Option<i32>, MachineError> {
+        match action {
+            LoopAction::GuestShutdown => {
+                self.events.emit(VmEvent::Shutdown {
+                    guest: true,
+                    reason: "guest-shutdown",
+                });
+                if self.no_shutdown {
+                    self.pause(RunStatus::Shutdown);
+                    return Ok(None);
                 }
-                LoopAction::GuestReset => {
-                    stop(&mut vm);
-                    if cfg.no_reboot {
-                        return Ok(0);
-                    }
-                    devices.reset();
-                    vm = Some(Vm::boot(
-                        &kvm,
-                        &boot_cfg,
-                        &cpuid,
-                        &devices,
-                        &run_state,
-                        &vcpu_events,
-                    )?);
+                self.stop_vm();
+                Ok(Some(i32::from(self.devices.guest_status().unwrap_or(0))))
+            }
+            LoopAction::GuestReset => {
+                if self.no_reboot {
+                    self.events.emit(VmEvent::Shutdown {
+                        guest: true,
+                        reason: "guest-reset",
+                    });
+                    self.stop_vm();
+                    return Ok(Some(0));
                 }
-                LoopAction::Signal(sig) => {
-                    stop(&mut vm);
-                    eprintln!("petrel: terminating on signal {sig}");
-                    return Ok(0);
+                self.reset(true, "guest-reset")?;
+                Ok(None)
+            }
+            LoopAction::GuestSuspend => {
+                // Like QEMU: vCPUs held, no STOP, only SUSPEND.
+                self.run_state.set_paused(true);
+                if let Some(vm) = &self.vm {
+                    vm.kick_all();
                 }
-                LoopAction::UserQuit => {
-                    stop(&mut vm);
-                    eprintln!("petrel: terminated by the user (Ctrl-A x)");
-                    return Ok(0);
-                }
-                LoopAction::Fatal(msg) => {
-                    stop(&mut vm);
+                self.set_status(RunStatus::Suspended);
+                self.events.emit(VmEvent::Suspend);
+                Ok(None)
+            }
+            LoopAction::Signal(sig) => {
+                self.events.emit(VmEvent::Shutdown {
+                    guest: false,
+                    reason: "host-signal",
+                });
+                eprintln!("petrel: terminating on signal {sig}");
+                Ok(Some(0))
+            }
+            LoopAction::UserQuit => {
+                self.events.emit(VmEvent::Shutdown {
+                    guest: false,
+                    reason: "host-ui",
+                });
+                eprintln!("petrel: terminated by the user (Ctrl-A x)");
+                Ok(Some(0))
+            }
+            LoopAction::Fatal(msg) => {
+                if !self.has_monitors {
                     return Err(MachineError::GuestFatal(msg));
                 }
+                // With a monitor, stay up for management software to inspect, as QEMU does.
+                eprintln!("petrel: {msg}");
+                self.pause(RunStatus::InternalError);
+                Ok(None)
+            }
+            LoopAction::Request(req) => self.serve(req),
+        }
+    }
+
+    fn serve(&mut self, req: ApiRequest) -> Result<Option<i32>, MachineError> {
+        let ApiRequest { action, reply } = req;
+        let result = match action {
+            VmmAction::QueryStatus => Ok(VmmData::Status(self.status)),
+            VmmAction::Stop => {
+                if self.status == RunStatus::Running {
+                    self.pause(RunStatus::Paused);
+                }
+                Ok(VmmData::Empty)
+            }
+            VmmAction::Cont => self.cont(),
+            VmmAction::SystemReset => {
+                self.reset(false, "host-qmp-system-reset")?;
+                Ok(VmmData::Empty)
+            }
+            VmmAction::SystemPowerdown => {
+                self.events.emit(VmEvent::Powerdown);
+                self.devices
+                    .press_power_button()
+                    .map(|()| VmmData::Empty)
+                    .map_err(|e| ApiError::Failed(crate::error_chain(&e)))
+            }
+            VmmAction::SystemWakeup => {
+                // Outside S3 there is nothing to wake, and QEMU answers success.
+                if self.status == RunStatus::Suspended {
+                    self.wake()?;
+                }
+                Ok(VmmData::Empty)
+            }
+            VmmAction::InjectNmi => {
+                if let Some(vm) = &self.vm {
+                    for v in vm.vcpus() {
+                        v.request(VcpuRequest::Nmi, &self.run_state);
+                    }
+                }
+                Ok(VmmData::Empty)
+            }
+            VmmAction::Quit => {
+                reply(Ok(VmmData::Empty));
+                self.events.emit(VmEvent::Shutdown {
+                    guest: false,
+                    reason: "host-qmp-quit",
+                });
+                return Ok(Some(0));
+            }
+            VmmAction::QueryCpus => Ok(VmmData::Cpus(self.query_cpus())),
+            VmmAction::QueryHotpluggableCpus => Ok(VmmData::CpuSlots(self.cpu_slots())),
+        };
+        reply(result);
+        Ok(None)
+    }
+
+    /// Changes the run state and publishes it for status queries.
+    fn set_status(&mut self, status: RunStatus) {
+        self.status = status;
+        self.status_cell.set(status);
+    }
+
+    fn cont(&mut self) -> Result<VmmData, ApiError> {
+        match self.status {
+            s if s.needs_reset() => Err(ApiError::Failed(
+                "Resetting the Virtual Machine is required".into(),
+            )),
+            RunStatus::Running | RunStatus::Suspended => Ok(VmmData::Empty),
+            _ => {
+                self.run_state.set_paused(false);
+                self.set_status(RunStatus::Running);
+                self.events.emit(VmEvent::Resume);
+                Ok(VmmData::Empty)
             }
         }
     }
-}
 
-fn report_setup_failure(e: &MachineError) {
-    eprintln!("{}", crate::error_chain(e));
+    /// Holds every vCPU and enters `status`, reporting STOP if they were running.
+    fn pause(&mut self, status: RunStatus) {
+        let was_running = self.status == RunStatus::Running;
+        self.run_state.set_paused(true);
+        if let Some(vm) = &self.vm {
+            vm.kick_all();
+        }
+        self.set_status(status);
+        if was_running {
+            self.events.emit(VmEvent::Stop);
+        }
+    }
+
+    /// Reloads the kernel on a fresh VM over the same devices. A machine that was not
+    /// running comes back held, in `prelaunch`, as in QEMU.
+    fn reset(&mut self, guest: bool, reason: &'static str) -> Result<(), MachineError> {
+        self.stop_vm();
+        self.devices.reset();
+        self.events.emit(VmEvent::Reset { guest, reason });
+        if self.status != RunStatus::Running {
+            self.run_state.set_paused(true);
+            self.set_status(RunStatus::Prelaunch);
+        }
+        let vm = Vm::boot(&self.context())?;
+        self.vm = Some(vm);
+        Ok(())
+    }
+
+    fn context(&self) -> VmContext<'_> {
+        VmContext {
+            kvm: &self.kvm,
+            cfg: &self.boot_cfg,
+            cpuid: &self.cpuid,
+            devices: &self.devices,
+            run_state: &self.run_state,
+            events: &self.vcpu_events,
+        }
+    }
+
+    /// Leaves S3: devices reset, the RAM kept, the boot vCPU at the guest's waking vector.
+    fn wake(&mut self) -> Result<(), MachineError> {
+        let Some(vm) = self.vm.take() else {
+            return Ok(());
+        };
+        self.devices.wake();
+        self.run_state.set_paused(false);
+        let woken = vm.wake(&self.context())?;
+        self.vm = Some(woken);
+        self.set_status(RunStatus::Running);
+        self.events.emit(VmEvent::Wakeup);
+        Ok(())
+    }
+
+    fn stop_vm(&mut self) {
+        if let Some(mut vm) = self.vm.take() {
+            vm.stop(&self.run_state);
+        }
+    }
+
+    fn query_cpus(&self) -> Vec<api::CpuState> {
+        let Some(vm) = &self.vm else {
+            return Vec::new();
+        };
+        let waiting: Vec<_> = vm
+            .vcpus()
+            .iter()
+            .map(|v| {
+                let (tx, rx) = mpsc::channel();
+                v.request(VcpuRequest::QueryState(tx), &self.run_state);
+                (v, rx)
+            })
+            .collect();
+        waiting
+            .into_iter()
+            .map(|(v, rx)| {
+                rx.recv_timeout(VCPU_QUERY_TIMEOUT)
+                    .unwrap_or(api::CpuState {
+                        index: v.index(),
+                        thread_id: v.thread_id(),
+                        pc: 0,
+                        halted: false,
+                    })
+            })
+            .collect()
+    }
+
+    fn cpu_slots(&self) -> Vec<CpuSlot> {
+        let t = self.boot_cfg.topology;
+        (0..self.boot_cfg.max_cpus)
+            .map(|i| CpuSlot {
+                thread: i % t.threads,
+                core: (i / t.threads) % t.cores,
+                die: (i / (t.threads * t.cores)) % t.dies,
+                socket: i / t.threads_per_package(),
+                present_index: (i < self.boot_cfg.cpus).then_some(i),
+            })
+            .collect()
+    }
 }

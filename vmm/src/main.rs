@@ -1,8 +1,10 @@
 //! The petrel binary: a KVM virtual machine monitor with a QEMU-compatible command line.
 
+mod api;
 mod chardev;
 mod cli;
 mod event_loop;
+mod frontend;
 mod logger;
 mod machine;
 mod process;

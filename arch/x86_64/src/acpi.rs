@@ -36,6 +36,8 @@ pub struct AcpiConfig {
     pub sci_irq: u8,
     /// `SLP_TYP` value that selects S5.
     pub s5_slp_typ: u8,
+    /// `SLP_TYP` value that selects S3, if the platform supports suspend to RAM.
+    pub s3_slp_typ: Option<u8>,
     /// Reset register I/O port and the value to write.
     pub reset: (u16, u8),
     /// Legacy devices: (PNP id, UID, io base, io length, ISA IRQ) for the DSDT.
@@ -64,6 +66,29 @@ pub struct AcpiTables {
     pub rsdp: GuestAddress,
     /// Every table as (signature, address, length).
     pub tables: Vec<([u8; 4], u64, usize)>,
+}
+
+/// Offset of `firmware_waking_vector` in the FACS.
+const FACS_WAKING_VECTOR: u64 = 12;
+
+impl AcpiTables {
+    /// Where the table with this signature is.
+    pub fn address_of(&self, signature: &[u8; 4]) -> Option<GuestAddress> {
+        self.tables
+            .iter()
+            .find(|t| &t.0 == signature)
+            .map(|t| GuestAddress(t.1))
+    }
+
+    /// The real-mode address the guest asked to resume at after S3 (the FACS
+    /// `firmware_waking_vector`), if it set one.
+    pub fn waking_vector(&self, mem: &GuestMemoryMmap) -> Option<u32> {
+        let facs = self.address_of(b"FACS")?;
+        let vector: u32 = mem
+            .read_obj(GuestAddress(facs.0 + FACS_WAKING_VECTOR))
+            .ok()?;
+        (vector != 0).then_some(vector)
+    }
 }
 
 struct TableWriter<'a> {
@@ -139,7 +164,8 @@ fn fadt(cfg: &AcpiConfig, facs: u64, dsdt: u64) -> acpi_tables::fadt::FADT {
         .flag(Flags::ProcC1)
         .flag(Flags::SlpButton)
         .flag(Flags::ResetRegSup);
-    f.x_firmware_ctrl = facs.into();
+    // FIRMWARE_CTRL alone, as QEMU does: ACPI wants X_FIRMWARE_CTRL zero when it is set, and
+    // Linux lists the FACS twice otherwise.
     f.x_dsdt = dsdt.into();
     f.sci_int = u16::from(cfg.sci_irq).into();
     // No SMI command port: the platform is always in ACPI mode (SCI_EN reads as set).
@@ -204,6 +230,10 @@ fn dsdt(mem_layout: &MemoryLayout, cfg: &AcpiConfig) -> Vec<u8> {
     body.extend(pci_host_bridge(mem_layout));
     for dev in &cfg.legacy_devices {
         legacy_device(dev, &mut body);
+    }
+    if let Some(s3) = &cfg.s3_slp_typ {
+        let pkg = aml::Package::new(vec![s3, s3, &0u8, &0u8]);
+        Name::new("_S3_".into(), &pkg).to_aml_bytes(&mut body);
     }
     let s5 = aml::Package::new(vec![&cfg.s5_slp_typ, &cfg.s5_slp_typ, &0u8, &0u8]);
     Name::new("_S5_".into(), &s5).to_aml_bytes(&mut body);
@@ -289,6 +319,7 @@ mod tests {
             pm_tmr: 0x608,
             sci_irq: 9,
             s5_slp_typ: 5,
+            s3_slp_typ: Some(1),
             reset: (0xcf9, 6),
             legacy_devices: vec![LegacyDevice {
                 name: "COM1",
@@ -363,6 +394,7 @@ mod iasl_tests {
             pm_tmr: 0x608,
             sci_irq: 9,
             s5_slp_typ: 5,
+            s3_slp_typ: Some(1),
             reset: (0xcf9, 6),
             legacy_devices: vec![
                 LegacyDevice {
@@ -409,7 +441,14 @@ mod iasl_tests {
         }
         let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        for needle in ["PNP0A08", "_S5_", "PNP0501", "PNP0B00", "WordBusNumber"] {
+        for needle in [
+            "PNP0A08",
+            "_S3_",
+            "_S5_",
+            "PNP0501",
+            "PNP0B00",
+            "WordBusNumber",
+        ] {
             assert!(
                 dsl.contains(needle),
                 "{needle} missing from the DSDT:\n{dsl}"

@@ -38,53 +38,36 @@ pub enum EntryMode {
         /// The 64-bit entry (load address + 0x200).
         entry: u64,
     },
+    /// Real mode at a physical address below 1 MiB, as firmware resumes an OS from S3 at
+    /// the FACS waking vector: CS = vector >> 4, IP = vector & 0xf.
+    RealMode {
+        /// The waking vector.
+        vector: u32,
+    },
 }
 
-/// Sets the boot vCPU's segment, control and general registers for `mode`, writing the GDT,
-/// an empty IDT and (for long mode) the identity page tables into guest memory.
+/// Sets the boot vCPU's registers for `mode`. For the protected-mode entries this writes the
+/// GDT, an empty IDT and (for long mode) the identity page tables into guest memory.
 pub fn setup_boot_vcpu(
     vcpu: &VcpuFd,
     mem: &GuestMemoryMmap,
     mode: EntryMode,
 ) -> Result<(), RegsError> {
-    let mut sregs = vcpu
-        .get_sregs()
-        .map_err(|e| RegsError::Kvm("get_sregs", e))?;
-    let code = match mode {
-        EntryMode::Pvh { .. } => gdt::CODE32,
-        EntryMode::Linux64 { .. } => gdt::CODE64,
-    };
-    let table = gdt::table(code);
-    for (i, entry) in table.iter().enumerate() {
-        mem.write_obj(
-            *entry,
-            GuestAddress(layout::BOOT_GDT_START.0 + i as u64 * 8),
-        )
-        .map_err(RegsError::Memory)?;
-    }
-    mem.write_obj(0u64, layout::BOOT_IDT_START)
-        .map_err(RegsError::Memory)?;
-    sregs.gdt.base = layout::BOOT_GDT_START.0;
-    sregs.gdt.limit = (size_of_val(&table) - 1) as u16;
-    sregs.idt.base = layout::BOOT_IDT_START.0;
-    sregs.idt.limit = 7;
-
-    let code_seg = gdt::kvm_segment_from_gdt(code, 2);
-    let data_seg = gdt::kvm_segment_from_gdt(gdt::DATA, 3);
-    sregs.cs = code_seg;
-    sregs.ds = data_seg;
-    sregs.es = data_seg;
-    sregs.fs = data_seg;
-    sregs.gs = data_seg;
-    sregs.ss = data_seg;
-    sregs.tr = gdt::kvm_segment_from_gdt(gdt::TSS, 4);
-
+    let kvm = |what| move |e| RegsError::Kvm(what, e);
+    let mut sregs = vcpu.get_sregs().map_err(kvm("get_sregs"))?;
     let mut regs = kvm_regs {
         rflags: 0x2,
         ..Default::default()
     };
     match mode {
+        EntryMode::RealMode { vector } => {
+            // Everything but CS:IP stays in the reset state KVM gives a new vCPU.
+            sregs.cs.selector = (vector >> 4) as u16;
+            sregs.cs.base = u64::from(vector & !0xf);
+            regs.rip = u64::from(vector & 0xf);
+        }
         EntryMode::Pvh { entry } => {
+            flat_segments(&mut sregs, mem, gdt::CODE32)?;
             sregs.cr0 = X86_CR0_PE | X86_CR0_ET;
             sregs.cr4 = 0;
             sregs.efer = 0;
@@ -92,6 +75,7 @@ pub fn setup_boot_vcpu(
             regs.rbx = layout::PVH_INFO_START.0;
         }
         EntryMode::Linux64 { entry } => {
+            flat_segments(&mut sregs, mem, gdt::CODE64)?;
             sregs.cr3 = paging::setup_identity_map(mem).map_err(RegsError::Memory)?;
             sregs.cr4 = X86_CR4_PAE;
             sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
@@ -102,10 +86,33 @@ pub fn setup_boot_vcpu(
             regs.rsi = layout::ZERO_PAGE_START.0;
         }
     }
-    vcpu.set_sregs(&sregs)
-        .map_err(|e| RegsError::Kvm("set_sregs", e))?;
-    vcpu.set_regs(&regs)
-        .map_err(|e| RegsError::Kvm("set_regs", e))
+    vcpu.set_sregs(&sregs).map_err(kvm("set_sregs"))?;
+    vcpu.set_regs(&regs).map_err(kvm("set_regs"))
+}
+
+/// Writes the boot GDT (with `code` as the code segment) and an empty IDT, and loads flat
+/// segments from them.
+fn flat_segments(sregs: &mut kvm_sregs, mem: &GuestMemoryMmap, code: u64) -> Result<(), RegsError> {
+    let table = gdt::table(code);
+    for (i, entry) in table.iter().enumerate() {
+        let addr = GuestAddress(layout::BOOT_GDT_START.0 + i as u64 * 8);
+        mem.write_obj(*entry, addr).map_err(RegsError::Memory)?;
+    }
+    mem.write_obj(0u64, layout::BOOT_IDT_START)
+        .map_err(RegsError::Memory)?;
+    sregs.gdt.base = layout::BOOT_GDT_START.0;
+    sregs.gdt.limit = (size_of_val(&table) - 1) as u16;
+    sregs.idt.base = layout::BOOT_IDT_START.0;
+    sregs.idt.limit = 7;
+    let data_seg = gdt::kvm_segment_from_gdt(gdt::DATA, 3);
+    sregs.cs = gdt::kvm_segment_from_gdt(code, 2);
+    sregs.ds = data_seg;
+    sregs.es = data_seg;
+    sregs.fs = data_seg;
+    sregs.gs = data_seg;
+    sregs.ss = data_seg;
+    sregs.tr = gdt::kvm_segment_from_gdt(gdt::TSS, 4);
+    Ok(())
 }
 
 /// The x87 and SSE control words as after `fninit` and the architectural MXCSR reset value.

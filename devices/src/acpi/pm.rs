@@ -49,6 +49,10 @@ pub const PM_TIMER_HZ: u64 = 3_579_545;
 /// SLP_TYP value of the S5 (soft off) state; the DSDT's `_S5` package must
 /// carry the same value.
 pub const S5_SLP_TYP: u8 = 5;
+/// The SLP_TYP value for S3 (suspend to RAM); the DSDT's `_S3_` package must use it.
+pub const S3_SLP_TYP: u8 = 1;
+/// PM1_STS: WAK_STS, set when the platform wakes from a sleep state.
+pub const PM1_WAK: u16 = 1 << 15;
 
 /// PM1_STS/PM1_EN: power button pressed / power button event enabled.
 pub const PM1_PWRBTN: u16 = 1 << 8;
@@ -105,6 +109,7 @@ pub struct AcpiPm {
     timer_offset: u32,
     sci: EventFdTrigger,
     shutdown: EventFdTrigger,
+    suspend: Option<EventFdTrigger>,
 }
 
 impl AcpiPm {
@@ -120,7 +125,19 @@ impl AcpiPm {
             timer_offset: 0,
             sci,
             shutdown,
+            suspend: None,
         }
+    }
+
+    /// Supports S3: `suspend` fires when the guest enters it. Without this, S3 requests are
+    /// ignored (and the DSDT must not offer `_S3_`).
+    pub fn set_suspend_trigger(&mut self, suspend: EventFdTrigger) {
+        self.suspend = Some(suspend);
+    }
+
+    /// The platform woke from S3: WAK_STS tells the guest's resume path so.
+    pub fn wake(&mut self) {
+        self.status |= PM1_WAK;
     }
 
     /// Presses the power button: sets PWRBTN_STS and raises the SCI if the
@@ -162,6 +179,11 @@ impl AcpiPm {
             log::info!("acpi: guest entered S5");
             if let Err(e) = self.shutdown.trigger() {
                 log::error!("acpi: signalling shutdown failed: {e}");
+            }
+        } else if let (true, Some(suspend)) = (slp_typ == u16::from(S3_SLP_TYP), &self.suspend) {
+            log::info!("acpi: guest entered S3");
+            if let Err(e) = suspend.trigger() {
+                log::error!("acpi: signalling suspend failed: {e}");
             }
         } else {
             log::info!("acpi: guest asked for unsupported sleep type {slp_typ}");
@@ -330,6 +352,25 @@ mod tests {
             (1 << PM1_CNT_SLP_TYP_SHIFT) | PM1_CNT_SLP_EN,
         );
         assert!(f.shutdown.event_fd().read().is_err());
+    }
+
+    #[test]
+    fn s3_fires_suspend_and_wake_sets_wak_sts() {
+        let mut f = fixture();
+        let suspend = EventFdTrigger::new().unwrap();
+        f.pm.set_suspend_trigger(suspend.try_clone().unwrap());
+        let slp = u16::from(S3_SLP_TYP) << PM1_CNT_SLP_TYP_SHIFT;
+        write16(
+            &mut f.pm,
+            PM1_CNT_OFFSET,
+            PM1_CNT_SCI_EN | slp | PM1_CNT_SLP_EN,
+        );
+        assert_eq!(suspend.event_fd().read().unwrap(), 1);
+        assert!(f.shutdown.event_fd().read().is_err());
+        f.pm.wake();
+        assert_eq!(read16(&mut f.pm, PM1_STS_OFFSET) & PM1_WAK, PM1_WAK);
+        write16(&mut f.pm, PM1_STS_OFFSET, PM1_WAK);
+        assert_eq!(read16(&mut f.pm, PM1_STS_OFFSET) & PM1_WAK, 0);
     }
 
     #[test]

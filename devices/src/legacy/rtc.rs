@@ -112,6 +112,7 @@ pub struct Rtc {
     /// Guest time minus wall-clock time, in nanoseconds.
     offset_ns: i128,
     clock: Box<dyn WallClock>,
+    on_change: Option<Box<dyn Fn(i64) + Send>>,
 }
 
 impl Rtc {
@@ -127,9 +128,16 @@ impl Rtc {
             index: 0,
             offset_ns: 0,
             clock,
+            on_change: None,
         };
         rtc.reset_control_registers();
         rtc
+    }
+
+    /// Calls `notify` with the new offset in seconds (guest time minus host time, rounded
+    /// down) each time the guest sets the clock: the VMM's RTC_CHANGE event.
+    pub fn set_change_notifier(&mut self, notify: Box<dyn Fn(i64) + Send>) {
+        self.on_change = Some(notify);
     }
 
     /// Records the guest's RAM size in the CMOS bytes firmware reads:
@@ -216,6 +224,9 @@ impl Rtc {
         match self.latched_time() {
             Some(time) => {
                 self.offset_ns = i128::from(time.to_unix()) * NANOS_PER_SEC - self.clock.now_ns();
+                if let Some(notify) = &self.on_change {
+                    notify(self.offset_ns.div_euclid(NANOS_PER_SEC) as i64);
+                }
             }
             None => log::debug!("rtc: guest set an invalid time, clock unchanged"),
         }

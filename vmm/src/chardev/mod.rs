@@ -91,6 +91,10 @@ impl Chardev {
                 let s = Arc::new(SocketChardev::unix(path, *server, *wait)?);
                 (Sink::Socket(s.clone()), Some(ChardevInput::Socket(s)))
             }
+            ChardevBackend::SocketFd { fd } => {
+                let s = Arc::new(SocketChardev::from_fd(*fd)?);
+                (Sink::Socket(s.clone()), Some(ChardevInput::Socket(s)))
+            }
             ChardevBackend::TcpSocket {
                 host,
                 port,

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Mutex;
@@ -33,6 +33,19 @@ pub struct SocketChardev {
     listener: Option<Listener>,
     client: Mutex<Option<Stream>>,
     path: Option<std::path::PathBuf>,
+}
+
+/// An integer socket option of `fd`.
+fn sockopt(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given.
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut value).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
 }
 
 fn sock_err(addr: &str) -> impl Fn(io::Error) -> ChardevError + '_ {
@@ -97,6 +110,29 @@ impl SocketChardev {
         };
         me.wait_if(wait, &format!("disconnected:{addr},server=on"))?;
         Ok(me)
+    }
+
+    /// A socket inherited as descriptor `fd`: listening or connected, unix or TCP.
+    pub fn from_fd(fd: RawFd) -> Result<SocketChardev, ChardevError> {
+        let addr = format!("fd={fd}");
+        let err = sock_err(&addr);
+        let domain = sockopt(fd, libc::SO_DOMAIN).map_err(&err)?;
+        let listening = sockopt(fd, libc::SO_ACCEPTCONN).map_err(&err)? != 0;
+        // SAFETY: the descriptor was handed to petrel for this chardev, which owns it from
+        // now on; sockopt above proved it is an open socket.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let unix = domain == libc::AF_UNIX;
+        let (listener, client) = match (listening, unix) {
+            (true, true) => (Some(Listener::Unix(UnixListener::from(owned))), None),
+            (true, false) => (Some(Listener::Tcp(TcpListener::from(owned))), None),
+            (false, true) => (None, Some(Stream::Unix(UnixStream::from(owned)))),
+            (false, false) => (None, Some(Stream::Tcp(TcpStream::from(owned)))),
+        };
+        Ok(SocketChardev {
+            listener,
+            client: Mutex::new(client),
+            path: None,
+        })
     }
 
     fn wait_if(&self, wait: bool, what: &str) -> Result<(), ChardevError> {

@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 
 use super::chardev::parse_chardev;
-use super::config::{Action, ChardevBackend, Config, CpuConfig, DisplayConfig, Uuid};
+use super::config::{
+    Action, ChardevBackend, ChardevSpec, Config, CpuConfig, DisplayConfig, MonitorConfig, Uuid,
+};
 use super::cpu::{default_cpu, parse_cpu};
 use super::display::parse_display;
 use super::error::{ArgError, CliError, Loc};
 use super::machine::MachineArgs;
 use super::memory::MemoryArgs;
+use super::monitor::{parse_mon, parse_qmp};
 use super::name::NameArgs;
 use super::options::Opt;
 use super::opts::Parsed;
@@ -44,6 +47,8 @@ pub(crate) struct Builder {
     nographic: bool,
     display_none: bool,
     nodefaults: bool,
+    /// QMP monitors in order, each on its own backend (`-qmp`) or a `-chardev` (`-mon`).
+    monitors: Vec<(Loc, ChardevSpec)>,
 }
 
 impl Builder {
@@ -107,6 +112,14 @@ impl Builder {
             Opt::NoShutdown => self.no_shutdown = true,
             Opt::Pidfile => self.pidfile = Some(arg.into()),
             Opt::Daemonize => self.daemonize = true,
+            Opt::Qmp => {
+                let backend = parse_qmp(arg).map_err(at)?;
+                self.monitors.push((loc, ChardevSpec::Backend(backend)));
+            }
+            Opt::Mon => {
+                let mon = parse_mon(arg).map_err(at)?;
+                self.monitors.push((loc, ChardevSpec::Chardev(mon.chardev)));
+            }
         }
         Ok(None)
     }
@@ -137,8 +150,37 @@ impl Builder {
             nographic: self.nographic,
             display_none: self.display_none,
             daemonize: self.daemonize,
+            monitors: &self.monitors,
         })?;
+        let mut compat = 0;
+        let monitors = self
+            .monitors
+            .iter()
+            .map(|(_, spec)| match spec {
+                ChardevSpec::Backend(b) => {
+                    let label = format!("compat_monitor{compat}");
+                    compat += 1;
+                    MonitorConfig {
+                        backend: b.clone(),
+                        label,
+                    }
+                }
+                ChardevSpec::Chardev(id) => {
+                    let backend = self
+                        .chardevs
+                        .iter()
+                        .find(|(_, known, _)| known == id)
+                        .map(|(_, _, b)| b.clone())
+                        .expect("resolve_serials checked the reference");
+                    MonitorConfig {
+                        backend,
+                        label: id.clone(),
+                    }
+                }
+            })
+            .collect();
         Ok(Config {
+            monitors,
             kernel: self.kernel,
             initrd: self.initrd,
             append: self.append.unwrap_or_default(),

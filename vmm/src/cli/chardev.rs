@@ -53,7 +53,25 @@ pub(crate) fn parse_chardev(arg: &str) -> Result<Parsed<(String, ChardevBackend)
             }
         }
         "socket" => {
-            opts.check_known(&["backend", "id", "path", "host", "port", "server", "wait"])?;
+            opts.check_known(&[
+                "backend", "id", "path", "host", "port", "server", "wait", "fd",
+            ])?;
+            if let Some(fd) = opts.get("fd") {
+                for other in ["path", "host", "port", "server", "wait"] {
+                    if opts.get(other).is_some() {
+                        return Err(ArgError::Conflict("fd", other));
+                    }
+                }
+                let fd = fd
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|fd| *fd >= 0)
+                    .ok_or_else(|| ArgError::ExpectsNumber("fd".into()))?;
+                return Ok(Parsed::Value((
+                    id.to_owned(),
+                    ChardevBackend::SocketFd { fd },
+                )));
+            }
             let address = match (opts.get("path"), opts.get("host"), opts.get("port")) {
                 (Some(_), Some(_), _) => return Err(ArgError::Conflict("path", "host")),
                 (Some(_), None, Some(_)) => return Err(ArgError::Conflict("path", "port")),

@@ -37,6 +37,8 @@ pub enum ListTopic {
 /// A VM as the command line describes it. Defaults are QEMU's unless documented otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// QMP monitors, in command-line order.
+    pub monitors: Vec<MonitorConfig>,
     /// `-kernel`: the kernel image to boot (last one wins).
     pub kernel: Option<PathBuf>,
     /// `-initrd`: the initial ramdisk (last one wins; only with `-kernel`).
@@ -134,6 +136,16 @@ impl fmt::Display for Uuid {
     }
 }
 
+/// A QMP monitor (`-qmp`, or `-mon mode=control` on a `-chardev`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// Where the monitor talks.
+    pub backend: ChardevBackend,
+    /// The chardev's label, as `query-chardev` reports it: the `-chardev` id, or
+    /// `compat_monitorN` for `-qmp`, as in QEMU.
+    pub label: String,
+}
+
 /// A serial port's backend: inline (`-serial stdio`) or a `-chardev` by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChardevSpec {
@@ -162,6 +174,12 @@ pub enum ChardevBackend {
     },
     /// Output discarded, no input.
     Null,
+    /// A socket inherited from the parent process (`fd=N`), listening or connected. This is
+    /// how QEMU's Python test harness hands a monitor its socket.
+    SocketFd {
+        /// The descriptor number.
+        fd: i32,
+    },
     /// A Unix stream socket.
     UnixSocket {
         /// The socket path.

@@ -167,6 +167,12 @@ pub enum ArgError {
     /// A `-serial` device petrel does not implement.
     #[error("unsupported serial device '{0}'")]
     UnsupportedSerial(String),
+    /// A `-qmp` device petrel cannot serve a monitor on.
+    #[error("'{0}' is not a supported monitor device (use unix:, tcp: or stdio)")]
+    UnsupportedMonitor(String),
+    /// `-mon` in HMP (readline) mode.
+    #[error("HMP monitors are not supported: use mode=control (QMP) and human-monitor-command")]
+    HmpMonitor,
     /// A fifth serial port.
     #[error("too many serial ports (at most 4)")]
     TooManySerials,

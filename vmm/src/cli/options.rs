@@ -31,6 +31,8 @@ pub(crate) enum Opt {
     NoShutdown,
     Pidfile,
     Daemonize,
+    Qmp,
+    Mon,
 }
 
 /// One row of the option table.
@@ -52,6 +54,7 @@ const BOOT: &str = "Linux boot specific";
 const CHARDEV: &str = "Character device options";
 const DISPLAY: &str = "Display options";
 const CONTROL: &str = "Process and run-state options";
+const MONITOR: &str = "Monitor options";
 
 /// Every option, in help order.
 pub(crate) const OPTIONS: &[OptionSpec] = &[
@@ -225,6 +228,21 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         arg: None,
         help: "daemonize petrel after initializing",
         section: CONTROL,
+    },
+    OptionSpec {
+        names: &["qmp"],
+        opt: Opt::Qmp,
+        arg: Some("unix:PATH[,server=on|off][,wait=on|off]|tcp:[HOST]:PORT[,...]|stdio"),
+        help: "a QMP monitor on this device",
+        section: MONITOR,
+    },
+    OptionSpec {
+        names: &["mon"],
+        opt: Opt::Mon,
+        arg: Some("[chardev=]ID,mode=control"),
+        help: "a QMP monitor on the -chardev ID (only mode=control: petrel\n\
+               has no HMP monitor; use QMP's human-monitor-command)",
+        section: MONITOR,
     },
 ];
 

@@ -25,6 +25,9 @@ pub(crate) struct PortInputs<'a> {
     pub display_none: bool,
     /// `-daemonize`.
     pub daemonize: bool,
+    /// QMP monitors in order, each with its device; they claim stdio and chardevs like
+    /// serial ports do, but are not ports.
+    pub monitors: &'a [(Loc, ChardevSpec)],
 }
 
 /// The serial ports, COM1 first.
@@ -57,15 +60,7 @@ pub(crate) fn resolve_serials(inputs: &PortInputs<'_>) -> Result<Vec<ChardevSpec
             return Err(loc.err(ArgError::TooManySerials));
         }
         match spec {
-            ChardevSpec::Chardev(id) => {
-                if !inputs.chardevs.iter().any(|(_, known, _)| known == id) {
-                    return Err(loc.err(ArgError::UnknownChardev(id.clone())));
-                }
-                if used_chardevs.contains(&id.as_str()) {
-                    return Err(loc.err(ArgError::ChardevInUse(id.clone())));
-                }
-                used_chardevs.push(id);
-            }
+            ChardevSpec::Chardev(id) => claim_chardev(&mut used_chardevs, inputs, loc, id)?,
             ChardevSpec::Backend(ChardevBackend::Stdio { .. }) => {
                 claim_stdio(&mut stdio_owner, loc, inputs.daemonize)?;
             }
@@ -74,10 +69,29 @@ pub(crate) fn resolve_serials(inputs: &PortInputs<'_>) -> Result<Vec<ChardevSpec
         ports.push(spec.clone());
     }
 
+    let mut monitor_on_stdio = false;
+    for (loc, spec) in inputs.monitors {
+        match spec {
+            ChardevSpec::Chardev(id) => {
+                claim_chardev(&mut used_chardevs, inputs, loc, id)?;
+                monitor_on_stdio |= inputs
+                    .chardevs
+                    .iter()
+                    .any(|(_, known, b)| known == id && matches!(b, ChardevBackend::Stdio { .. }));
+            }
+            ChardevSpec::Backend(ChardevBackend::Stdio { .. }) => {
+                claim_stdio(&mut stdio_owner, loc, inputs.daemonize)?;
+                monitor_on_stdio = true;
+            }
+            ChardevSpec::Backend(_) => {}
+        }
+    }
+
     if wants_default {
         let backend = if inputs.nographic {
             ChardevBackend::Stdio { signal: false }
-        } else if inputs.display_none || inputs.daemonize {
+        } else if inputs.display_none || inputs.daemonize || monitor_on_stdio {
+            // A monitor on stdio leaves the default port nowhere to show.
             ChardevBackend::Null
         } else {
             ChardevBackend::Stdio { signal: true }
@@ -88,6 +102,23 @@ pub(crate) fn resolve_serials(inputs: &PortInputs<'_>) -> Result<Vec<ChardevSpec
         ports.push(ChardevSpec::Backend(backend));
     }
     Ok(ports)
+}
+
+/// Records `id` as used by the frontend at `loc`: it must exist and have no other user.
+fn claim_chardev<'a>(
+    used: &mut Vec<&'a str>,
+    inputs: &PortInputs<'_>,
+    loc: &Loc,
+    id: &'a str,
+) -> Result<(), CliError> {
+    if !inputs.chardevs.iter().any(|(_, known, _)| known == id) {
+        return Err(loc.err(ArgError::UnknownChardev(id.to_owned())));
+    }
+    if used.contains(&id) {
+        return Err(loc.err(ArgError::ChardevInUse(id.to_owned())));
+    }
+    used.push(id);
+    Ok(())
 }
 
 /// Records `loc` as the one user of stdio.
@@ -135,6 +166,7 @@ mod tests {
             nographic: false,
             display_none: false,
             daemonize: false,
+            monitors: &[],
         }
     }
 

@@ -44,10 +44,7 @@ pub(crate) fn parse_serial(arg: &str) -> Result<SerialArg, ArgError> {
             append: false,
         }
     } else if let Some(rest) = dev.strip_prefix("unix:") {
-        let opts = Opts::parse(rest, Some("path"), Syntax::QemuOpts)?;
-        opts.check_known(&["path", "server", "wait"])?;
-        let path = opts.get("path").unwrap_or("");
-        socket(SocketAddress::Unix(path), &opts)?
+        unix(rest)?
     } else if let Some(rest) = dev.strip_prefix("tcp:") {
         tcp(rest)?
     } else {
@@ -56,9 +53,17 @@ pub(crate) fn parse_serial(arg: &str) -> Result<SerialArg, ArgError> {
     Ok(SerialArg::Port(ChardevSpec::Backend(backend)))
 }
 
+/// `unix:path[,server=on|off][,wait=on|off]` after the `unix:`.
+pub(crate) fn unix(rest: &str) -> Result<ChardevBackend, ArgError> {
+    let opts = Opts::parse(rest, Some("path"), Syntax::QemuOpts)?;
+    opts.check_known(&["path", "server", "wait"])?;
+    let path = opts.get("path").unwrap_or("");
+    socket(SocketAddress::Unix(path), &opts)
+}
+
 /// `tcp:[host]:port[,server=on|off][,wait=on|off]`. As in QEMU, the host is what precedes
 /// the first `:` (so no IPv6 literal), and the port runs up to the first `,`.
-fn tcp(rest: &str) -> Result<ChardevBackend, ArgError> {
+pub(crate) fn tcp(rest: &str) -> Result<ChardevBackend, ArgError> {
     let (host, after_host) = rest
         .split_once(':')
         .ok_or_else(|| ArgError::InvalidPort(rest.to_owned()))?;

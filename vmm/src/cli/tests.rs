@@ -28,6 +28,7 @@ fn defaults() {
     assert_eq!(
         config(&[]),
         Config {
+            monitors: vec![],
             kernel: None,
             initrd: None,
             append: String::new(),
@@ -172,8 +173,6 @@ fn invalid_options() {
         "-drive",
         "-device",
         "-netdev",
-        "-qmp",
-        "-mon",
         "-monitor",
         "-vnc",
         "-incoming",
@@ -633,4 +632,43 @@ fn garbage_values_for_every_option() {
             }
         }
     }
+}
+
+#[test]
+fn monitors() {
+    let cfg = config(&[
+        "-qmp",
+        "unix:/tmp/a.sock,server=on,wait=off",
+        "-chardev",
+        "socket,id=m1,path=/tmp/b.sock,server=on,wait=off",
+        "-mon",
+        "chardev=m1,mode=control",
+        "-chardev",
+        "socket,id=m2,fd=3",
+        "-mon",
+        "m2,mode=control",
+    ]);
+    let labels: Vec<_> = cfg.monitors.iter().map(|m| m.label.as_str()).collect();
+    assert_eq!(labels, ["compat_monitor0", "m1", "m2"]);
+    assert_eq!(cfg.monitors[2].backend, ChardevBackend::SocketFd { fd: 3 });
+    // A monitor on stdio leaves the default serial port on null.
+    let cfg = config(&["-qmp", "stdio"]);
+    assert_eq!(cfg.serials, [ChardevSpec::Backend(ChardevBackend::Null)]);
+    assert_eq!(
+        error(&["-qmp", "stdio", "-serial", "stdio"]),
+        "-qmp stdio: cannot use stdio by multiple character devices"
+    );
+    assert_eq!(
+        error(&["-mon", "chardev=nope,mode=control"]),
+        "-mon chardev=nope,mode=control: chardev 'nope' not found"
+    );
+    assert_eq!(
+        error(&[
+            "-chardev",
+            "socket,id=s,fd=3,path=/x",
+            "-mon",
+            "s,mode=control"
+        ]),
+        "-chardev socket,id=s,fd=3,path=/x: 'fd' and 'path' are mutually exclusive"
+    );
 }

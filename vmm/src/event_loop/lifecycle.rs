@@ -10,12 +10,16 @@ use super::signals::SignalFd;
 use crate::vm::vcpu::{VcpuEvent, VcpuEvents};
 
 /// What the control loop must do next.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LoopAction {
+    /// A front end's request.
+    Request(crate::api::ApiRequest),
     /// The guest powered off (ACPI S5 or a KVM shutdown event).
     GuestShutdown,
     /// The guest asked for a reset (i8042, reset register, triple fault).
     GuestReset,
+    /// The guest entered ACPI S3.
+    GuestSuspend,
     /// A signal asks petrel to terminate.
     Signal(i32),
     /// The user typed the quit escape on the console.
@@ -36,28 +40,40 @@ const TOKEN_SHUTDOWN: u32 = 1;
 const TOKEN_RESET: u32 = 2;
 const TOKEN_VCPU: u32 = 3;
 const TOKEN_SIGNAL: u32 = 4;
+const TOKEN_SUSPEND: u32 = 5;
 
 /// Watches the power eventfds, the vCPU event queue and the signalfd.
 pub struct Lifecycle {
     shutdown_evt: EventFd,
     reset_evt: EventFd,
+    suspend_evt: EventFd,
     vcpu_events: Arc<VcpuEvents>,
     signals: SignalFd,
     actions: ActionSlot,
 }
 
+/// The guest power eventfds the lifecycle watches.
+pub struct PowerEvents {
+    /// ACPI S5.
+    pub shutdown: EventFd,
+    /// Reset requests.
+    pub reset: EventFd,
+    /// ACPI S3.
+    pub suspend: EventFd,
+}
+
 impl Lifecycle {
     /// A subscriber over these sources, posting to `actions`.
     pub fn new(
-        shutdown_evt: EventFd,
-        reset_evt: EventFd,
+        power: PowerEvents,
         vcpu_events: Arc<VcpuEvents>,
         signals: SignalFd,
         actions: ActionSlot,
     ) -> Lifecycle {
         Lifecycle {
-            shutdown_evt,
-            reset_evt,
+            shutdown_evt: power.shutdown,
+            reset_evt: power.reset,
+            suspend_evt: power.suspend,
             vcpu_events,
             signals,
             actions,
@@ -75,6 +91,10 @@ impl MutEventSubscriber for Lifecycle {
             TOKEN_RESET => {
                 let _ = self.reset_evt.read();
                 post(&self.actions, LoopAction::GuestReset);
+            }
+            TOKEN_SUSPEND => {
+                let _ = self.suspend_evt.read();
+                post(&self.actions, LoopAction::GuestSuspend);
             }
             TOKEN_VCPU => {
                 for (index, event) in self.vcpu_events.drain() {
@@ -104,6 +124,10 @@ impl MutEventSubscriber for Lifecycle {
             (
                 Events::with_data(&self.reset_evt, TOKEN_RESET, EventSet::IN),
                 "reset",
+            ),
+            (
+                Events::with_data(&self.suspend_evt, TOKEN_SUSPEND, EventSet::IN),
+                "suspend",
             ),
             (
                 Events::with_data(&self.vcpu_events.evt, TOKEN_VCPU, EventSet::IN),

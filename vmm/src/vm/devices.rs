@@ -7,7 +7,9 @@ use std::time::Instant;
 use kvm_ioctls::VmFd;
 use petrel_arch::acpi::{AcpiConfig, LegacyDevice};
 use petrel_arch::layout::{self, MemoryLayout};
-use petrel_devices::acpi::pm::{AcpiPm, PM_BLOCK_LEN, PM_PORT_BASE, S5_SLP_TYP, SCI_IRQ};
+use petrel_devices::acpi::pm::{
+    AcpiPm, PM_BLOCK_LEN, PM_PORT_BASE, S3_SLP_TYP, S5_SLP_TYP, SCI_IRQ,
+};
 use petrel_devices::acpi::reset::{ResetControl, RESET_PORT, RESET_VALUE};
 use petrel_devices::debug_port::{DebugPort, DEBUG_PORT_BASE, DEBUG_PORT_LEN};
 use petrel_devices::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
@@ -22,6 +24,7 @@ use vm_device::device_manager::{IoManager, MmioManager, PioManager};
 use vm_device::{DeviceMmio, DevicePio};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::api::{EventSink, VmEvent};
 use crate::chardev::{Chardev, ChardevInput};
 
 /// Errors building the platform devices.
@@ -67,7 +70,10 @@ pub struct DeviceManager {
     pub shutdown_evt: EventFd,
     /// Fired by the i8042 or the reset register.
     pub reset_evt: EventFd,
+    /// Fired by ACPI S3.
+    pub suspend_evt: EventFd,
     debug_port: Arc<Mutex<DebugPort>>,
+    pm: Arc<Mutex<AcpiPm>>,
     resettable: Vec<Arc<Mutex<dyn Reset + Send>>>,
     irq_lines: Vec<(EventFd, u32)>,
 }
@@ -112,6 +118,7 @@ impl DeviceManager {
         serial_chardevs: Vec<Chardev>,
         layout: &MemoryLayout,
         start: Instant,
+        events: Arc<dyn EventSink>,
     ) -> Result<DeviceManager, DeviceError> {
         let mut io = IoManager::new();
         let mut resettable: Vec<Arc<Mutex<dyn Reset + Send>>> = Vec::new();
@@ -154,6 +161,9 @@ impl DeviceManager {
 
         let mut rtc = Rtc::new();
         rtc.set_memory_size(layout.low_ram_end(), layout.high_ram_size());
+        rtc.set_change_notifier(Box::new(move |offset| {
+            events.emit(VmEvent::RtcChange { offset })
+        }));
         let rtc = Arc::new(Mutex::new(rtc));
         pio(&mut io, RTC_PORT_BASE, RTC_PORT_LEN, rtc.clone(), "rtc")?;
         resettable.push(rtc.clone());
@@ -162,9 +172,13 @@ impl DeviceManager {
         let shutdown_evt = clone_fd(&shutdown, "shutdown")?;
         let sci = evt("sci")?;
         irq_lines.push((clone_fd(&sci, "sci")?, SCI_IRQ));
-        let pm = Arc::new(Mutex::new(AcpiPm::new(sci, shutdown)));
+        let suspend = evt("suspend")?;
+        let suspend_evt = clone_fd(&suspend, "suspend")?;
+        let mut pm = AcpiPm::new(sci, shutdown);
+        pm.set_suspend_trigger(suspend);
+        let pm = Arc::new(Mutex::new(pm));
         pio(&mut io, PM_PORT_BASE, PM_BLOCK_LEN, pm.clone(), "acpi pm")?;
-        resettable.push(pm);
+        resettable.push(pm.clone());
 
         let reset_control = Arc::new(Mutex::new(ResetControl::new(reset)));
         // The host bridge sits at 00:00.0 from the start.
@@ -208,7 +222,9 @@ impl DeviceManager {
             serials,
             shutdown_evt,
             reset_evt,
+            suspend_evt,
             debug_port,
+            pm,
             resettable,
             irq_lines,
         })
@@ -228,6 +244,26 @@ impl DeviceManager {
         for dev in &self.resettable {
             dev.lock().unwrap_or_else(|e| e.into_inner()).reset();
         }
+    }
+
+    /// Presses the ACPI power button; whether the guest listens for it is the guest's
+    /// business, as on real hardware.
+    pub fn press_power_button(&self) -> Result<(), DeviceError> {
+        let mut pm = self.pm.lock().unwrap_or_else(|e| e.into_inner());
+        let listening = pm
+            .press_power_button()
+            .map_err(|e| DeviceError::Device("acpi pm", Box::new(e)))?;
+        if !listening {
+            log::info!("power button pressed, but the guest has not enabled its event");
+        }
+        Ok(())
+    }
+
+    /// Back from S3: every device to its power-on state, then WAK_STS for the guest's resume
+    /// path.
+    pub fn wake(&self) {
+        self.reset();
+        self.pm.lock().unwrap_or_else(|e| e.into_inner()).wake();
     }
 
     /// The status the guest reported on the debug port, if any.
@@ -265,6 +301,7 @@ impl DeviceManager {
             pm_tmr: PM_PORT_BASE + 8,
             sci_irq: SCI_IRQ as u8,
             s5_slp_typ: S5_SLP_TYP,
+            s3_slp_typ: Some(S3_SLP_TYP),
             reset: (RESET_PORT, RESET_VALUE),
             legacy_devices: legacy,
         }

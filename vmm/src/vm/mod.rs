@@ -11,6 +11,7 @@ use std::sync::Arc;
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use petrel_arch::layout::{self, MemoryLayout};
+use petrel_arch::regs::EntryMode;
 use petrel_arch::topology::Topology;
 use petrel_arch::{acpi, boot, e820, GuestMemoryMmap};
 use thiserror::Error;
@@ -40,6 +41,9 @@ pub enum VmError {
     /// A vCPU could not be created or started.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// S3 resume without a waking vector in the FACS.
+    #[error("the guest suspended without setting a waking vector in the FACS")]
+    NoWakingVector,
 }
 
 /// What a boot needs from the configuration.
@@ -66,8 +70,9 @@ pub struct BootConfig {
 /// fd closes before guest RAM is unmapped.
 pub struct Vm {
     vcpus: Vec<VcpuHandle>,
-    _fd: VmFd,
-    _mem: GuestMemoryMmap,
+    fd: Option<VmFd>,
+    mem: GuestMemoryMmap,
+    tables: acpi::AcpiTables,
 }
 
 /// The CPUID KVM supports here; the host's physical address width comes from leaf 0x80000008.
@@ -85,42 +90,58 @@ pub fn phys_bits(cpuid: &CpuId) -> u8 {
         .map_or(36, |e| (e.eax & 0xff) as u8)
 }
 
+/// A KVM VM with the in-kernel interrupt controllers and PIT, `mem` as its RAM and the
+/// devices' interrupt lines connected.
+fn create_fd(kvm: &Kvm, mem: &GuestMemoryMmap, devices: &DeviceManager) -> Result<VmFd, VmError> {
+    let fd = kvm.create_vm().map_err(|e| VmError::Kvm("create_vm", e))?;
+    fd.set_tss_address(layout::KVM_TSS_START as usize)
+        .map_err(|e| VmError::Kvm("set_tss_address", e))?;
+    fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
+        .map_err(|e| VmError::Kvm("set_identity_map_address", e))?;
+    fd.create_irq_chip()
+        .map_err(|e| VmError::Kvm("create_irq_chip", e))?;
+    let pit = kvm_bindings::kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    fd.create_pit2(pit)
+        .map_err(|e| VmError::Kvm("create_pit2", e))?;
+    memory::register(&fd, mem)?;
+    devices.connect_irqs(&fd)?;
+    Ok(fd)
+}
+
+/// Everything that stays the same across the boots of one machine.
+pub struct VmContext<'a> {
+    /// KVM.
+    pub kvm: &'a Kvm,
+    /// What to boot.
+    pub cfg: &'a BootConfig,
+    /// CPUID KVM supports.
+    pub cpuid: &'a CpuId,
+    /// The platform devices.
+    pub devices: &'a DeviceManager,
+    /// Whether vCPUs may run.
+    pub run_state: &'a Arc<RunState>,
+    /// Where vCPU threads report.
+    pub events: &'a Arc<VcpuEvents>,
+}
+
 impl Vm {
     /// Creates the VM, loads the kernel and starts every vCPU thread (held if `run_state` is
     /// paused).
-    pub fn boot(
-        kvm: &Kvm,
-        cfg: &BootConfig,
-        base_cpuid: &CpuId,
-        devices: &DeviceManager,
-        run_state: &Arc<RunState>,
-        events: &Arc<VcpuEvents>,
-    ) -> Result<Vm, VmError> {
-        let fd = kvm.create_vm().map_err(|e| VmError::Kvm("create_vm", e))?;
-        fd.set_tss_address(layout::KVM_TSS_START as usize)
-            .map_err(|e| VmError::Kvm("set_tss_address", e))?;
-        fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
-            .map_err(|e| VmError::Kvm("set_identity_map_address", e))?;
-        fd.create_irq_chip()
-            .map_err(|e| VmError::Kvm("create_irq_chip", e))?;
-        let pit = kvm_bindings::kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit)
-            .map_err(|e| VmError::Kvm("create_pit2", e))?;
-
+    pub fn boot(ctx: &VmContext) -> Result<Vm, VmError> {
+        let cfg = ctx.cfg;
         let mem = memory::create(&cfg.layout)?;
-        memory::register(&fd, &mem)?;
-        devices.connect_irqs(&fd)?;
-
+        let fd = create_fd(ctx.kvm, &mem, ctx.devices)?;
         let e820 = e820::build(&cfg.layout);
         let apic_ids: Vec<u32> = (0..cfg.cpus).map(|i| cfg.topology.apic_id(i)).collect();
         let spare: Vec<u32> = (cfg.cpus..cfg.max_cpus)
             .map(|i| cfg.topology.apic_id(i))
             .collect();
-        let tables = acpi::write_tables(&mem, &cfg.layout, &devices.acpi_config(apic_ids, spare))
-            .map_err(VmError::Acpi)?;
+        let tables =
+            acpi::write_tables(&mem, &cfg.layout, &ctx.devices.acpi_config(apic_ids, spare))
+                .map_err(VmError::Acpi)?;
         let info = boot::load_kernel(
             &mem,
             &cfg.layout,
@@ -130,40 +151,72 @@ impl Vm {
             &cfg.cmdline,
             GuestAddress(tables.rsdp.0),
         )?;
+        Vm::start(ctx, fd, mem, tables, info.entry)
+    }
 
+    /// Resumes a guest from S3: the same RAM on a fresh KVM VM (in-kernel devices back to
+    /// their reset state, as after a real suspend), the boot vCPU in real mode at the FACS
+    /// waking vector. The vCPU threads of `self` must be stopped.
+    pub fn wake(mut self, ctx: &VmContext) -> Result<Vm, VmError> {
+        self.stop(ctx.run_state);
+        // The old VM must release its irqfds before the new one takes them.
+        drop(self.fd.take());
+        let vector = self
+            .tables
+            .waking_vector(&self.mem)
+            .ok_or(VmError::NoWakingVector)?;
+        let fd = create_fd(ctx.kvm, &self.mem, ctx.devices)?;
+        let mem = std::mem::take(&mut self.mem);
+        let tables = self.tables.clone();
+        Vm::start(ctx, fd, mem, tables, EntryMode::RealMode { vector })
+    }
+
+    fn start(
+        ctx: &VmContext,
+        fd: VmFd,
+        mem: GuestMemoryMmap,
+        tables: acpi::AcpiTables,
+        entry: EntryMode,
+    ) -> Result<Vm, VmError> {
         let setup = VcpuSetup {
             vm: &fd,
             mem: &mem,
-            base_cpuid,
-            features: &cfg.cpu_features,
-            topology: cfg.topology,
-            entry: info.entry,
+            base_cpuid: ctx.cpuid,
+            features: &ctx.cfg.cpu_features,
+            topology: ctx.cfg.topology,
+            entry,
         };
-        let fds = (0..cfg.cpus)
+        let fds = (0..ctx.cfg.cpus)
             .map(|i| vcpu::create_vcpu(&setup, i))
             .collect::<Result<Vec<_>, _>>()?;
         let mut vm = Vm {
             vcpus: Vec::with_capacity(fds.len()),
-            _fd: fd,
-            _mem: mem,
+            fd: Some(fd),
+            mem,
+            tables,
         };
         for (i, vcpu_fd) in fds.into_iter().enumerate() {
-            let handle = vcpu::spawn(
+            let io = ctx.devices.io.clone();
+            match vcpu::spawn(
                 i as u32,
                 vcpu_fd,
-                devices.io.clone(),
-                run_state.clone(),
-                events.clone(),
-            );
-            match handle {
+                io,
+                ctx.run_state.clone(),
+                ctx.events.clone(),
+            ) {
                 Ok(h) => vm.vcpus.push(h),
                 Err(e) => {
-                    vm.stop(run_state);
+                    vm.stop(ctx.run_state);
                     return Err(e.into());
                 }
             }
         }
         Ok(vm)
+    }
+
+    /// The vCPU threads, in index order.
+    pub fn vcpus(&self) -> &[VcpuHandle] {
+        &self.vcpus
     }
 
     /// Kicks every vCPU out of the guest so it notices a pause.

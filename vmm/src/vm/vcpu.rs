@@ -1,7 +1,8 @@
 //! vCPU threads: one per vCPU, each running KVM_RUN and dispatching its exits straight to the
 //! device that owns the port or address, with no lock over all devices.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,11 +75,46 @@ impl RunState {
         self.cond.notify_all();
     }
 
-    fn wait_while_paused(&self, stop: &AtomicBool) {
+    /// Whether vCPUs are held.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks while paused, but returns early to serve mailbox requests or to stop.
+    fn wait_while_paused(&self, stop: &AtomicBool, mailbox: &Mailbox) {
         let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        while *paused && !stop.load(Ordering::Acquire) {
+        while *paused && !stop.load(Ordering::Acquire) && !mailbox.has_requests() {
             paused = self.cond.wait(paused).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+/// Something only the vCPU's own thread can do, because KVM serialises vCPU ioctls with
+/// KVM_RUN.
+pub enum VcpuRequest {
+    /// Queue an NMI.
+    Nmi,
+    /// Report registers and run state.
+    QueryState(Sender<crate::api::CpuState>),
+}
+
+/// Requests waiting for a vCPU thread.
+#[derive(Default)]
+pub struct Mailbox {
+    queue: Mutex<Vec<VcpuRequest>>,
+}
+
+impl Mailbox {
+    fn has_requests(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    fn take(&self) -> Vec<VcpuRequest> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -156,7 +192,24 @@ pub fn create_vcpu(setup: &VcpuSetup, index: u32) -> Result<VcpuFd, VcpuError> {
     Ok(fd)
 }
 
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+thread_local! {
+    /// This thread's `kvm_run`, for the kick handler. Null on threads that run no vCPU.
+    static KVM_RUN: std::cell::Cell<*mut kvm_bindings::kvm_run> =
+        const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// Makes the interrupted vCPU's next (or current) KVM_RUN return at once. Setting
+/// `immediate_exit` closes the race of a kick that lands just before the thread enters
+/// KVM_RUN: the signal alone would be lost and the vCPU could sleep in a guest HLT forever.
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(|r| r.get());
+    if !run.is_null() {
+        // SAFETY: the pointer is this thread's own kvm_run mapping, published by its vCPU
+        // loop and cleared before the VcpuFd (and the mapping) goes away; a single byte
+        // store is async-signal-safe.
+        unsafe { (*run).immediate_exit = 1 };
+    }
+}
 
 /// Installs the no-op handler for the signal that kicks vCPUs out of KVM_RUN.
 pub fn install_kick_handler() -> Result<(), VcpuError> {
@@ -173,9 +226,32 @@ pub struct VcpuHandle {
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+    mailbox: Arc<Mailbox>,
+    tid: Arc<AtomicI32>,
 }
 
 impl VcpuHandle {
+    /// The vCPU's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The host thread id, once the thread has started.
+    pub fn thread_id(&self) -> i32 {
+        self.tid.load(Ordering::Acquire)
+    }
+
+    /// Hands `req` to the vCPU thread, waking it wherever it is.
+    pub fn request(&self, req: VcpuRequest, run_state: &RunState) {
+        self.mailbox
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(req);
+        run_state.cond.notify_all();
+        self.kick();
+    }
+
     /// Interrupts KVM_RUN so the thread notices a state change.
     pub fn kick(&self) {
         if let Some(t) = &self.thread {
@@ -213,38 +289,103 @@ pub fn spawn(
 ) -> Result<VcpuHandle, VcpuError> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
-    let (stop2, done2) = (stop.clone(), done.clone());
+    let mailbox = Arc::new(Mailbox::default());
+    let tid = Arc::new(AtomicI32::new(0));
+    let (stop2, done2, mailbox2, tid2) = (stop.clone(), done.clone(), mailbox.clone(), tid.clone());
     let thread = std::thread::Builder::new()
-        .name(format!("vcpu{index}"))
+        .name(format!("CPU {index}/KVM"))
         .spawn(move || {
-            run_loop(index, &mut fd, &io, &run_state, &events, &stop2);
+            // SAFETY: gettid has no preconditions.
+            tid2.store(unsafe { libc::gettid() }, Ordering::Release);
+            let ctx = VcpuContext {
+                index,
+                io: &io,
+                run_state: &run_state,
+                events: &events,
+            };
+            run_loop(&ctx, &mut fd, &stop2, &mailbox2);
             done2.store(true, Ordering::Release);
         })
         .map_err(|e| VcpuError::Spawn(index, e))?;
+    // query-cpus may ask right away: wait until the thread has published its id.
+    while tid.load(Ordering::Acquire) == 0 && !done.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
     Ok(VcpuHandle {
         index,
         thread: Some(thread),
         stop,
         done,
+        mailbox,
+        tid,
     })
 }
 
-fn run_loop(
+struct VcpuContext<'a> {
     index: u32,
-    fd: &mut VcpuFd,
-    io: &IoManager,
-    run_state: &RunState,
-    events: &VcpuEvents,
-    stop: &AtomicBool,
-) {
+    io: &'a IoManager,
+    run_state: &'a RunState,
+    events: &'a VcpuEvents,
+}
+
+fn serve(index: u32, fd: &VcpuFd, mailbox: &Mailbox) {
+    for req in mailbox.take() {
+        match req {
+            VcpuRequest::Nmi => {
+                if let Err(e) = fd.nmi() {
+                    log::warn!("vCPU {index}: cannot inject NMI: {e}");
+                }
+            }
+            VcpuRequest::QueryState(reply) => {
+                let pc = match (fd.get_regs(), fd.get_sregs()) {
+                    (Ok(r), Ok(s)) => s.cs.base.wrapping_add(r.rip),
+                    _ => 0,
+                };
+                let halted = fd
+                    .get_mp_state()
+                    .is_ok_and(|m| m.mp_state != kvm_bindings::KVM_MP_STATE_RUNNABLE);
+                // SAFETY: gettid has no preconditions.
+                let thread_id = unsafe { libc::gettid() };
+                let _ = reply.send(crate::api::CpuState {
+                    index,
+                    thread_id,
+                    pc,
+                    halted,
+                });
+            }
+        }
+    }
+}
+
+fn run_loop(ctx: &VcpuContext, fd: &mut VcpuFd, stop: &AtomicBool, mailbox: &Mailbox) {
+    let run: *mut kvm_bindings::kvm_run = fd.get_kvm_run();
+    KVM_RUN.with(|r| r.set(run));
+    run_vcpu(ctx, fd, stop, mailbox);
+    KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+}
+
+fn run_vcpu(ctx: &VcpuContext, fd: &mut VcpuFd, stop: &AtomicBool, mailbox: &Mailbox) {
+    let VcpuContext {
+        index,
+        io,
+        run_state,
+        events,
+    } = *ctx;
     loop {
-        run_state.wait_while_paused(stop);
+        serve(index, fd, mailbox);
+        run_state.wait_while_paused(stop, mailbox);
         if stop.load(Ordering::Acquire) {
             return;
         }
+        if run_state.is_paused() {
+            continue;
+        }
         let event = match fd.run() {
             Ok(exit) => handle_exit(exit, io),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                fd.set_kvm_immediate_exit(0);
+                None
+            }
             Err(e) => Some(VcpuEvent::Fatal(format!("KVM_RUN failed: {e}"))),
         };
         if let Some(event) = event {
@@ -255,9 +396,10 @@ fn run_loop(
             let fatal = matches!(event, VcpuEvent::Fatal(_));
             events.push(index, event);
             if fatal {
-                // Nothing more can run here; wait to be stopped.
+                // Nothing more can run here; keep answering queries until stopped.
                 while !stop.load(Ordering::Acquire) {
-                    std::thread::park_timeout(Duration::from_millis(50));
+                    serve(index, fd, mailbox);
+                    std::thread::park_timeout(Duration::from_millis(20));
                 }
                 return;
             }

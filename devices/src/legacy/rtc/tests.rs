@@ -277,3 +277,19 @@ fn restore_validates_and_round_trips() {
     ));
     assert_eq!(read(&mut other, 0x20), 0x99);
 }
+
+#[test]
+fn setting_the_clock_reports_the_new_offset() {
+    let (mut rtc, _clock) = rtc_at(T0 * NS);
+    let seen = Arc::new(AtomicI64::new(i64::MIN));
+    let s = seen.clone();
+    rtc.set_change_notifier(Box::new(move |offset| s.store(offset, Ordering::SeqCst)));
+    // Reading or a SET without a new time changes nothing.
+    let _ = time(&mut rtc);
+    assert_eq!(seen.load(Ordering::SeqCst), i64::MIN);
+    // One hour ahead: 2023-11-14 23:13:20 in BCD.
+    write(&mut rtc, 0x0b, 0x82);
+    write(&mut rtc, 0x04, 0x23);
+    write(&mut rtc, 0x0b, 0x02);
+    assert_eq!(seen.load(Ordering::SeqCst), 3600);
+}

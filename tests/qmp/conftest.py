@@ -1,0 +1,133 @@
+"""Fixtures for QMP tests: a petrel process booting the test guest, its serial console
+captured line by line, QMP sockets in a private directory, and cleanup of all of it."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PETREL = os.environ.get("PETREL_BIN", os.path.join(ROOT, "target", "debug", "petrel"))
+KERNEL = os.path.join(ROOT, "resources", "out", "petrel-guest.elf")
+TIMEOUT = 60
+
+
+class Petrel:
+    """A petrel process: serial console on stdout, QMP monitors as asked."""
+
+    def __init__(self, tmpdir, args, append="petrel.test=idle", pass_fds=()):
+        self.tmpdir = tmpdir
+        cmd = [PETREL, "-kernel", KERNEL, "-nodefaults", "-serial", "stdio",
+               "-display", "none", "-m", "128M", "-append", append] + list(args)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, pass_fds=pass_fds)
+        self.lines = []
+        self.cond = threading.Condition()
+        self.stderr = b""
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self):
+        for raw in self.proc.stdout:
+            with self.cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\r\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append(None)
+            self.cond.notify_all()
+
+    def _read_stderr(self):
+        self.stderr = self.proc.stderr.read()
+
+    def console(self):
+        with self.cond:
+            return "\n".join(l for l in self.lines if l is not None)
+
+    def wait_line(self, prefix, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for l in self.lines:
+                    if l is not None and l.startswith(prefix):
+                        return l
+                if None in self.lines:
+                    raise AssertionError(f"petrel ended before '{prefix}':\n{self.console()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for '{prefix}':\n{self.console()}"
+                                         f"\nstderr so far: {self.stderr!r}")
+                self.cond.wait(left)
+
+    def wait_count(self, prefix, n, timeout=TIMEOUT):
+        """Waits until `n` lines start with `prefix`."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while sum(1 for l in self.lines if l is not None and l.startswith(prefix)) < n:
+                if None in self.lines:
+                    raise AssertionError(f"petrel ended before {n}x '{prefix}':\n{self.console()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {n}x '{prefix}':\n{self.console()}")
+                self.cond.wait(left)
+
+    def count(self, prefix):
+        with self.cond:
+            return sum(1 for l in self.lines if l is not None and l.startswith(prefix))
+
+    def wait_exit(self, timeout=TIMEOUT):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"petrel did not exit:\n{self.console()}")
+
+    def sock(self, name):
+        return os.path.join(self.tmpdir, name)
+
+    def wait_socket(self, name, timeout=TIMEOUT):
+        path = self.sock(name)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"petrel exited {self.proc.returncode}: {self.stderr!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path} never appeared")
+            time.sleep(0.01)
+        return path
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def tmpdir_short():
+    # Unix socket paths are limited to 108 bytes: keep them short.
+    d = tempfile.mkdtemp(prefix="pq")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def petrel(tmpdir_short):
+    started = []
+
+    def start(args=(), append="petrel.test=idle", pass_fds=()):
+        p = Petrel(tmpdir_short, args, append, pass_fds)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
