@@ -273,3 +273,42 @@ impl<S: std::io::Read + std::io::Write + std::os::fd::AsRawFd> NegotiateAgain fo
         assert_eq!(r, json!({"return": {}}));
     }
 }
+
+/// The same parser properties with proptest's generator and shrinking: any byte stream, cut
+/// into any chunks, never panics the parser, and a control character then a valid command
+/// still yields that command.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_stream_then_resync(
+            garbage in prop::collection::vec(any::<u8>(), 0..512),
+            cuts in prop::collection::vec(1usize..64, 1..8),
+        ) {
+            let mut p = Parser::new(Limits::default());
+            let mut input = garbage;
+            input.push(0x1b);
+            input.push(b'\n');
+            input.extend_from_slice(br#"{"execute": "query-status", "id": "after"}"#);
+            let mut items = Vec::new();
+            let mut rest = &input[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                items.extend(p.feed_all(&rest[..n]));
+                rest = &rest[n..];
+                i += 1;
+            }
+            let last = items.last().map(|item| item.result.clone());
+            prop_assert_eq!(
+                last,
+                Some(Ok(json!({"execute": "query-status", "id": "after"})))
+            );
+        }
+    }
+}

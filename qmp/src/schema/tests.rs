@@ -1159,3 +1159,80 @@ fn introspection_of_unions_and_alternates() {
     assert_ne!(shutdown["arg-type"], "0");
     assert_eq!(find(&info, "query-name")["arg-type"], "0");
 }
+
+/// Property tests (proptest) over the dispatcher's front half: arbitrary JSON arguments for
+/// every command never panic validation, and whatever validation accepts decodes into the
+/// command's generated argument type, so a handler can never see arguments it cannot read.
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::{roundtrip_args, validate_arguments, ALL_COMMANDS};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z0-9_-]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z-]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn member_names() -> impl Strategy<Value = String> {
+        // Real member names make the generator reach past "unexpected member" errors.
+        prop_oneof![
+            "[a-z-]{1,12}",
+            prop::sample::select(vec![
+                "device",
+                "id",
+                "index",
+                "enable",
+                "command-line",
+                "cpu-index",
+                "fdname",
+                "protocol",
+                "option",
+                "node-name",
+                "speed",
+                "base",
+                "target",
+                "sync",
+                "format",
+                "value",
+                "path",
+                "property",
+                "typename",
+                "type",
+                "size",
+                "filename",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn validation_never_panics_and_accepted_arguments_decode(
+            command in prop::sample::select(ALL_COMMANDS.to_vec()),
+            members in prop::collection::vec((member_names(), json_value()), 0..5),
+        ) {
+            let args: Map<String, Value> = members.into_iter().collect();
+            if validate_arguments(command, &args).is_ok() {
+                let decoded = roundtrip_args(command, &Value::Object(args.clone()));
+                if let Some(r) = decoded {
+                    prop_assert!(r.is_ok(), "{command} {args:?}: {r:?}");
+                }
+            }
+        }
+    }
+}
