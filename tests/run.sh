@@ -56,7 +56,7 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # pytest runs the debug petrel that cargo test just built.
 "$venv/bin/pytest" -q -p no:cacheprovider tests/qmp 2>&1 | tee -a "$log"

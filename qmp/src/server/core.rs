@@ -88,6 +88,8 @@ pub(super) struct Shared {
     pub thread: Mutex<Option<JoinHandle<()>>>,
     pub command_names: OnceLock<Vec<&'static str>>,
     pub schema: OnceLock<Value>,
+    /// The server thread, once it runs.
+    pub server_thread: OnceLock<std::thread::ThreadId>,
 }
 
 impl Shared {
@@ -96,6 +98,12 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(msg);
+        // The server thread drains the inbox at the end of every loop turn, so a message it
+        // pushes itself (a handler answering at once) needs no wake-up: that saves a syscall
+        // and a loop turn per synchronous command.
+        if self.server_thread.get() == Some(&std::thread::current().id()) {
+            return;
+        }
         if let Err(e) = self.waker.wake() {
             log::error!("cannot wake the QMP thread: {e}");
         }
@@ -415,6 +423,7 @@ impl Core {
     }
 
     pub fn run(&mut self) {
+        let _ = self.shared.server_thread.set(std::thread::current().id());
         if self.stdio {
             self.start_stdio();
         }

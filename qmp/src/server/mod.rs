@@ -172,6 +172,7 @@ impl Server {
             thread: Mutex::new(None),
             command_names: Default::default(),
             schema: Default::default(),
+            server_thread: Default::default(),
         });
         builtins::register(&mut registry, &shared);
         let _ = shared.command_names.set(registry.names());
