@@ -437,9 +437,9 @@ impl Core {
         // After a monitor was served, poll without sleeping for a short while: a client that
         // sends its next command right after reading a reply then finds the server awake,
         // which saves a wake-up per round trip. Idle monitors cost nothing.
-        let mut busy_until: Option<std::time::Instant> = None;
+        let mut busy_until: Option<Instant> = None;
         while !self.stopping {
-            let spinning = busy_until.is_some_and(|t| std::time::Instant::now() < t);
+            let spinning = busy_until.is_some_and(|t| Instant::now() < t);
             let timeout = if !self.again.is_empty() || spinning {
                 Some(Duration::ZERO)
             } else {
@@ -453,7 +453,7 @@ impl Core {
                 break;
             }
             if events.iter().any(|ev| ev.token() != WAKER) {
-                busy_until = Some(std::time::Instant::now() + BUSY_POLL);
+                busy_until = Some(Instant::now() + BUSY_POLL);
             }
             for ev in events.iter() {
                 let token = ev.token();
