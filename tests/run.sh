@@ -58,6 +58,10 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# How much of the spec's QMP command set is dispatched (the test above checked it; this shows
+# the count).
+cargo test -q --locked -p petrel-vmm --bin petrel dispatched_commands -- --nocapture 2>/dev/null \
+    | grep '^dispatched:'
 # pytest runs the debug petrel that cargo test just built.
 "$venv/bin/pytest" -q -p no:cacheprovider tests/qmp 2>&1 | tee -a "$log"
 py_status=${PIPESTATUS[0]}

@@ -286,6 +286,11 @@ impl ServerHandle {
         });
     }
 
+    /// Every command clients can call: the VMM's and the server's built-ins, sorted.
+    pub fn command_names(&self) -> Vec<&'static str> {
+        self.shared.command_names.get().cloned().unwrap_or_default()
+    }
+
     /// Blocks until every listener added with `wait` has accepted its first client, or the
     /// server stopped.
     pub fn wait_for_clients(&self) {

@@ -138,6 +138,41 @@ fn add_monitor(server: &mut Server, backend: &ChardevBackend) -> std::io::Result
     }
 }
 
+/// The registry of the VMM's commands for this configuration.
+fn registry(
+    cfg: &Config,
+    api: ApiSender,
+    status: Arc<StatusCell>,
+    config: &ServerConfig,
+) -> Registry {
+    let facts = HmpFacts {
+        version: format!(
+            "{}.{}.{} ({})",
+            config.major, config.minor, config.micro, config.package
+        ),
+        name: cfg.name.clone(),
+        uuid: cfg.uuid.as_ref().map_or_else(
+            || "00000000-0000-0000-0000-000000000000".to_string(),
+            |u| u.to_string(),
+        ),
+        chardevs: chardevs(cfg)
+            .into_iter()
+            .map(|c| (c.label, c.filename))
+            .collect(),
+    };
+    let ctx = Arc::new(CommandContext {
+        api,
+        status,
+        chardevs: chardevs(cfg),
+        facts,
+        cpus: cfg.smp.cpus,
+        current_cpu: Mutex::new(Default::default()),
+    });
+    let mut registry = Registry::new();
+    commands::register(&mut registry, ctx);
+    registry
+}
+
 impl Frontend {
     /// Starts the monitors `cfg` asks for; with `wait=on` monitors, returns once each has a
     /// client.
@@ -153,31 +188,7 @@ impl Frontend {
             });
         }
         let config = ServerConfig::default();
-        let facts = HmpFacts {
-            version: format!(
-                "{}.{}.{} ({})",
-                config.major, config.minor, config.micro, config.package
-            ),
-            name: cfg.name.clone(),
-            uuid: cfg.uuid.as_ref().map_or_else(
-                || "00000000-0000-0000-0000-000000000000".to_string(),
-                |u| u.to_string(),
-            ),
-            chardevs: chardevs(cfg)
-                .into_iter()
-                .map(|c| (c.label, c.filename))
-                .collect(),
-        };
-        let ctx = Arc::new(CommandContext {
-            api,
-            status,
-            chardevs: chardevs(cfg),
-            facts,
-            cpus: cfg.smp.cpus,
-            current_cpu: Mutex::new(Default::default()),
-        });
-        let mut registry = Registry::new();
-        commands::register(&mut registry, ctx);
+        let registry = registry(cfg, api, status, &config);
         let (mut server, handle) = Server::new(registry, config);
         for m in &cfg.monitors {
             add_monitor(&mut server, &m.backend).map_err(|source| FrontendError::Monitor {
@@ -214,5 +225,88 @@ impl Frontend {
         if let Some(s) = self.server {
             s.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RunStatus;
+
+    /// The commands issue 4 requires; each must be dispatched.
+    const REQUIRED: &[&str] = &[
+        "qmp_capabilities",
+        "query-version",
+        "query-commands",
+        "query-qmp-schema",
+        "query-events",
+        "query-command-line-options",
+        "query-status",
+        "query-name",
+        "query-uuid",
+        "query-kvm",
+        "query-cpus",
+        "query-hotpluggable-cpus",
+        "stop",
+        "cont",
+        "quit",
+        "system_reset",
+        "system_powerdown",
+        "system_wakeup",
+        "inject-nmi",
+        "cpu",
+        "human-monitor-command",
+        "getfd",
+        "closefd",
+        "add_client",
+        "query-chardev",
+    ];
+
+    fn spec_commands() -> Vec<String> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/spec/commands.json"
+        );
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("the specification pack is missing: {path}: {e}"));
+        let list: serde_json::Value = serde_json::from_str(&text).expect("commands.json is JSON");
+        list.as_array()
+            .expect("a list of commands")
+            .iter()
+            .map(|c| c["name"].as_str().expect("a name").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn dispatched_commands_against_the_spec() {
+        let cfg = match crate::cli::parse(["-kernel", "k", "-qmp", "stdio"].map(String::from)) {
+            Ok(crate::cli::Action::Run(cfg)) => cfg,
+            _ => panic!("test command line rejected"),
+        };
+        let (api, _rx) = crate::api::channel_pair().unwrap();
+        let config = ServerConfig::default();
+        let registry = registry(&cfg, api, StatusCell::new(RunStatus::Running), &config);
+        let (_server, handle) = Server::new(registry, config);
+        let dispatched = handle.command_names();
+        let spec = spec_commands();
+        let in_spec = spec
+            .iter()
+            .filter(|c| dispatched.contains(&c.as_str()))
+            .count();
+        println!(
+            "dispatched: {in_spec} of the spec's {} commands",
+            spec.len()
+        );
+        for c in REQUIRED {
+            assert!(dispatched.contains(c), "{c} is not dispatched");
+        }
+        // Everything dispatched is a command of the spec: nothing invented.
+        for c in &dispatched {
+            assert!(
+                spec.iter().any(|s| s == c),
+                "{c} is dispatched but not in the spec"
+            );
+        }
+        assert_eq!(in_spec, dispatched.len());
     }
 }
