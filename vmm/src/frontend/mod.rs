@@ -201,8 +201,9 @@ impl Frontend {
             source,
         })?;
         handle.wait_for_clients();
-        // The RTC comes right after the CPUs in petrel's unattached devices.
-        let rtc_path = format!("/machine/unattached/device[{}]", cfg.smp.maxcpus);
+        // petrel's unattached devices are numbered in creation order: the boot CPUs first
+        // (device[0..cpus], as query-hotpluggable-cpus reports them), then the RTC.
+        let rtc_path = format!("/machine/unattached/device[{}]", cfg.smp.cpus);
         let events = Arc::new(events::QmpEvents::new(handle.clone(), rtc_path));
         Ok(Frontend {
             server: Some(handle),
