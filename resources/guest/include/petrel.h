@@ -152,6 +152,7 @@ struct acpi_info {
 extern struct acpi_info acpi;
 void acpi_init(void);
 void gas_write8(const struct gas *g, uint8_t v);
+bool acpi_dsdt_ecam(uint64_t *base, uint64_t *size);  /* PNP0C02 QWord memory in the DSDT */
 int acpi_sleep_typ(const char *name);   /* "_S3_": SLP_TYPa from the DSDT, or -1 */
 void acpi_sleep_write(int typ);         /* SLP_TYP | SLP_EN (power.c) */
 
@@ -159,6 +160,47 @@ void acpi_sleep_write(int typ);         /* SLP_TYP | SLP_EN (power.c) */
 void pci_scan(void);
 uint32_t pci_io_read32(unsigned dev, unsigned fn, unsigned off);    /* bus 0, ports */
 void pci_io_write32(unsigned dev, unsigned fn, unsigned off, uint32_t v);
+struct pci_bar {
+    uint64_t addr, size;            /* size 0: no BAR */
+    bool io, is64, assigned;
+};
+struct pci_dev {
+    uint8_t dev, fn;
+    uint16_t vendor, device;
+    struct pci_bar bar[6];          /* a 64-bit BAR fills its slot; the next is empty */
+};
+bool pci_find(uint16_t vendor, uint16_t dev_a, uint16_t dev_b, struct pci_dev *out);
+bool pci_enable(struct pci_dev *d);  /* size/assign BARs, memory space + bus master */
+unsigned pci_find_cap(const struct pci_dev *d, uint8_t cap_id, unsigned from);
+uint32_t pci_read32(const struct pci_dev *d, unsigned off);
+void pci_write32(const struct pci_dev *d, unsigned off, uint32_t v);
+uint16_t pci_read16(const struct pci_dev *d, unsigned off);
+void pci_write16(const struct pci_dev *d, unsigned off, uint16_t v);
+
+/* ---- virtio.c / virtio_blk.c ---- */
+struct virtq {
+    uint16_t size;                  /* entries in use (<= VQ_MAX) */
+    uint16_t avail_idx, used_seen;
+    struct vq_desc { uint64_t addr; uint32_t len; uint16_t flags, next; } *desc;
+    volatile uint16_t *avail;       /* flags, idx, ring[] */
+    volatile uint8_t *used;         /* flags, idx, {u32 id, u32 len}[] */
+    uint64_t notify;                /* MMIO address of this queue's notify register */
+};
+struct virtio_dev {
+    struct pci_dev pci;
+    uint64_t common, notify_base, isr, devcfg;
+    uint32_t notify_mult;
+    uint64_t features;              /* negotiated */
+    bool msix;                      /* completions by MSI-X interrupt */
+    struct virtq q;
+};
+extern volatile uint32_t virtio_irq_count;
+bool virtio_init(struct virtio_dev *v, uint64_t wanted_features);  /* up to DRIVER_OK, queue 0 */
+/* Chain of n buffers (bit i of write_mask: the device writes buffer i) on queue 0,
+ * notify, wait; returns false on timeout. */
+bool virtio_submit(struct virtio_dev *v, int n, const uint64_t *addr, const uint32_t *len, unsigned write_mask);
+void virtio_quiesce(struct virtio_dev *v);
+bool blk_run(void);
 
 /* ---- timer.c ---- */
 void timer_init(void);
@@ -203,7 +245,7 @@ extern bool irq_armed;              /* irq_setup() done since boot or the last S
 void suspend_run(void);
 
 /* ---- scenarios.c ---- */
-void scenario_run(const char *name);
+bool scenario_run(const char *name);     /* false: the scenario failed (status 1) */
 
 /* ---- linker / entry.S symbols ---- */
 extern char __kernel_start[], __kernel_end[], __data_start[], __bss_end[];
@@ -211,7 +253,7 @@ extern char boot_stack[], boot_stack_top[];
 extern uint64_t pml4[], pdpt[], high_pds[];
 extern char ap_tramp_start[], ap_tramp_end[], ap_tramp_ljmp_end[];
 extern char resume_entry32[];
-extern char nmi_entry[], irq_default_entry[], irq_spurious_entry[], irq_sci_entry[];
+extern char nmi_entry[], irq_default_entry[], irq_spurious_entry[], irq_sci_entry[], irq_virtio_entry[];
 extern volatile uint32_t nmi_count;
 void idle_wait(uint32_t seen_nmis);
 int s3_save(void) __attribute__((returns_twice));

@@ -274,6 +274,7 @@ nmi_entry:
         IRQ_STUB irq_default_entry, irq_default
         IRQ_STUB irq_spurious_entry, irq_spurious
         IRQ_STUB irq_sci_entry, irq_sci
+        IRQ_STUB irq_virtio_entry, virtio_irq
 
 /* void idle_wait(uint32_t seen): called and returns with IF clear. Sleeps in
  * `sti; hlt` (the STI shadow makes the pair atomic for interrupts) unless

@@ -38,7 +38,8 @@ void kmain(uint32_t start_info)
         ok = false;
 
     rtc_report();
-    scenario_run(test);
+    if (!scenario_run(test))
+        ok = false;
 
     /* petrel.status=N reports N when every check passed: lets a harness check that the
      * guest's status reaches the VMM's exit status. */

@@ -1,4 +1,4 @@
-/* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend. */
+/* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend, blk. */
 #include "petrel.h"
 
 #define CMOS_BOOT_COUNT 0x7e
@@ -68,7 +68,7 @@ static COLD void run_rtcset(void)
     rtc_report();
 }
 
-void scenario_run(const char *name)
+bool scenario_run(const char *name)
 {
     bool is_boot = !memcmp(name, "boot", 5);
     bool is_reboot = !memcmp(name, "reboot", 7);
@@ -76,13 +76,14 @@ void scenario_run(const char *name)
     bool is_idle = !memcmp(name, "idle", 5);
     bool is_rtcset = !memcmp(name, "rtcset", 7);
     bool is_suspend = !memcmp(name, "suspend", 8);
-    if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend)
+    bool is_blk = !memcmp(name, "blk", 4);
+    if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend && !is_blk)
         panic("unknown petrel.test=%s", name);
 
     int count = boot_count_bump();
     if (is_reboot) {
         run_reboot(count);
-        return;
+        return true;
     }
     boot_count_clear(count);
     if (is_ioloop)
@@ -93,4 +94,7 @@ void scenario_run(const char *name)
         suspend_run();          /* goes on like idle */
     else if (is_idle || is_rtcset)
         idle_run();             /* returns after the power button */
+    if (is_blk)
+        return blk_run();
+    return true;
 }

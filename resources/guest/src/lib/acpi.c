@@ -228,6 +228,40 @@ static void add_sig(char *sigs, size_t *slen, size_t cap, const char *sig)
     sigs[*slen] = '\0';
 }
 
+/*
+ * No MCFG (QEMU microvm with pcie=on): the ECAM as QEMU's GPEX host bridge
+ * describes it in the DSDT, a PNP0C02 device (string _HID) whose _CRS holds a
+ * QWord memory descriptor (tag 0x8A). False when there is none.
+ */
+COLD bool acpi_dsdt_ecam(uint64_t *base, uint64_t *size)
+{
+    if (!acpi.dsdt || !table_header_ok(acpi.dsdt, "DSDT"))
+        return false;
+    const struct sdt_header *h = (const void *)(uintptr_t)acpi.dsdt;
+    const uint8_t *p = (const uint8_t *)h + 36, *end = (const uint8_t *)h + h->length;
+    while (p < end) {
+        const uint8_t *hit = mem_find4(p, (size_t)(end - p), "0C02", 1);
+        if (!hit)
+            return false;
+        p = hit + 1;
+        if (hit - 3 < (const uint8_t *)h || memcmp(hit - 3, "PNP", 3))
+            continue;
+        for (const uint8_t *q = hit + 4; q + 46 <= end && q < hit + 160; q++) {
+            if (q[0] != 0x8A || q[1] != 0x2B || q[2] != 0 || q[3] != 0)
+                continue;
+            uint64_t b, l;
+            memcpy(&b, q + 14, 8);
+            memcpy(&l, q + 38, 8);
+            if (!b || (b & 0xfffff) || !l || (l & 0xfffff) || b >= (4ULL << 30))
+                continue;
+            *base = b;
+            *size = l;
+            return true;
+        }
+    }
+    return false;
+}
+
 COLD int acpi_sleep_typ(const char *name)
 {
     if (!acpi.dsdt || !table_header_ok(acpi.dsdt, "DSDT"))
