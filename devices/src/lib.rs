@@ -19,13 +19,15 @@
 //!
 //! Layout: [`legacy`] holds the PC platform devices (16550 UART, i8042, CMOS
 //! RTC), [`acpi`] the fixed-hardware ACPI registers, [`pci`] the PCI root
-//! complex and [`debug_port`] petrel's boot progress port.
+//! complex, [`virtio`] virtio device models' interface and their PCI
+//! transport, and [`debug_port`] petrel's boot progress port.
 
 pub mod acpi;
 pub mod debug_port;
 pub mod legacy;
 pub mod pci;
 pub mod trigger;
+pub mod virtio;
 
 mod sync;
 

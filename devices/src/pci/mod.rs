@@ -7,23 +7,31 @@
 //! - [`bus::PciRoot`] holds the functions of bus 0, keyed by device/function;
 //! - [`config_io::ConfigIo`] and [`ecam::Ecam`] are the two access paths,
 //!   both sharing one `Arc<Mutex<PciRoot>>`;
-//! - [`host_bridge::HostBridge`] is the function at 00:00.0.
+//! - [`host_bridge::HostBridge`] is the function at 00:00.0;
+//! - [`msix::MsixConfig`] is the MSI-X table and PBA a function keeps in a
+//!   BAR;
+//! - [`bar_alloc::BarAllocator`] places BARs, the job firmware does on real
+//!   machines.
 
 pub mod bar;
+pub mod bar_alloc;
 pub mod bus;
 pub mod config;
 pub mod config_io;
 pub mod device;
 pub mod ecam;
 pub mod host_bridge;
+pub mod msix;
 
 pub use bar::{BarKind, PciBar};
+pub use bar_alloc::{AddressWindow, BarAllocError, BarAllocator};
 pub use bus::{PciDeviceHandle, PciRoot};
 pub use config::{ConfigSpaceSize, PciConfiguration, PciHeader};
 pub use config_io::ConfigIo;
 pub use device::PciDevice;
 pub use ecam::Ecam;
 pub use host_bridge::HostBridge;
+pub use msix::{MsiInterrupt, MsixConfig};
 
 /// Device numbers on a bus.
 pub const DEVICES_PER_BUS: u8 = 32;
