@@ -1,0 +1,211 @@
+//! The device-facing block backend: a named handle on a root node.
+//!
+//! A backend is `Send + Sync`: an I/O thread calls the I/O methods while QMP
+//! reads [`BlockBackend::stats`] from another thread. Reads, writes, flushes and
+//! write-zeroes share the root node's lock (imago serialises metadata updates
+//! itself); discard and resize take it exclusively. Statistics are atomics.
+
+use std::io;
+use std::sync::Arc;
+
+use imago::format::PreallocateMode;
+
+use crate::node::{BlockNode, NodeError};
+use crate::stats::{Acct, BlockStats, IoKind};
+
+/// Errors of backend I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend is read-only.
+    #[error("Block node is read-only")]
+    ReadOnly,
+    /// The request reaches past the end of the disk.
+    #[error("Request {offset}+{len} is beyond the end of the disk ({size})")]
+    OutOfRange {
+        /// Request start.
+        offset: u64,
+        /// Request length.
+        len: u64,
+        /// Disk size.
+        size: u64,
+    },
+    /// A smaller size was asked of `resize`.
+    #[error("Cannot shrink the disk from {size} to {new_size}")]
+    Shrink {
+        /// Current size.
+        size: u64,
+        /// Requested size.
+        new_size: u64,
+    },
+    /// The node cannot serve the request.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The image driver failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A block backend (QEMU's `BlockBackend`): what a device attaches to.
+#[derive(Debug)]
+pub struct BlockBackend {
+    name: String,
+    root: Arc<BlockNode>,
+    read_only: bool,
+    stats: BlockStats,
+}
+
+impl BlockBackend {
+    /// Attaches a backend called `name` to the format node `root`.
+    ///
+    /// The backend is read-only if the node is or if `read_only` is set.
+    pub fn new(
+        name: impl Into<String>,
+        root: Arc<BlockNode>,
+        read_only: bool,
+    ) -> Result<Self, BackendError> {
+        if !root.has_image() {
+            return Err(NodeError::NoImage(root.node_name().to_string()).into());
+        }
+        Ok(BlockBackend {
+            name: name.into(),
+            read_only: read_only || root.read_only(),
+            root,
+            stats: BlockStats::new(),
+        })
+    }
+
+    /// The backend's name (the drive id).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The root node.
+    pub fn root(&self) -> &Arc<BlockNode> {
+        &self.root
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The I/O statistics.
+    pub fn stats(&self) -> &BlockStats {
+        &self.stats
+    }
+
+    /// Disk size in bytes.
+    pub fn size(&self) -> u64 {
+        self.root.size()
+    }
+
+    /// Checks that `offset..offset+len` lies within the disk.
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        let size = self.size();
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(BackendError::OutOfRange { offset, len, size }),
+        }
+    }
+
+    /// Validates a request: range, and write permission if `write`.
+    fn admit(&self, kind: IoKind, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+        let check = if write && self.read_only {
+            Err(BackendError::ReadOnly)
+        } else {
+            self.check_range(offset, len)
+        };
+        if check.is_err() {
+            self.stats.invalid(kind);
+        }
+        check
+    }
+
+    /// Finishes accounting `acct` according to `result`.
+    fn account<T>(&self, acct: Acct, result: io::Result<T>) -> Result<T, BackendError> {
+        match result {
+            Ok(v) => {
+                self.stats.done(acct);
+                Ok(v)
+            }
+            Err(e) => {
+                self.stats.failed(acct);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        let len = buf.len() as u64;
+        self.admit(IoKind::Read, offset, len, false)?;
+        let acct = self.stats.start(IoKind::Read, len);
+        let access = self.root.access()?;
+        let result = access.read(buf, offset);
+        self.account(acct, result)
+    }
+
+    /// Writes `buf` at `offset`.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackendError> {
+        let len = buf.len() as u64;
+        self.admit(IoKind::Write, offset, len, true)?;
+        let acct = self.stats.start(IoKind::Write, len);
+        let access = self.root.access()?;
+        let result = access.write(buf, offset);
+        if result.is_ok() {
+            self.stats.wrote_up_to(offset + len);
+        }
+        self.account(acct, result)
+    }
+
+    /// Makes completed writes durable: flushes imago's caches and syncs the files.
+    pub fn flush(&self) -> Result<(), BackendError> {
+        let acct = self.stats.start(IoKind::Flush, 0);
+        let access = self.root.access()?;
+        let result = access.flush().and_then(|()| access.sync());
+        self.account(acct, result)
+    }
+
+    /// Discards `len` bytes at `offset`; what reads back there afterwards is unspecified.
+    ///
+    /// Discard is advisory: a format that cannot discard ignores the request.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        self.admit(IoKind::Unmap, offset, len, true)?;
+        let acct = self.stats.start(IoKind::Unmap, len);
+        let mut access = self.root.access_mut()?;
+        let result = match access.discard_to_any(offset, len) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
+            other => other,
+        };
+        self.account(acct, result)
+    }
+
+    /// Makes `len` bytes at `offset` read as zeroes; with `may_unmap`, frees them if possible.
+    pub fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> Result<(), BackendError> {
+        self.admit(IoKind::Write, offset, len, true)?;
+        let acct = self.stats.start(IoKind::Write, len);
+        let result = if may_unmap {
+            self.root.access_mut()?.discard_to_zero(offset, len)
+        } else {
+            self.root.access()?.write_zeroes(offset, len)
+        };
+        if result.is_ok() {
+            self.stats.wrote_up_to(offset + len);
+        }
+        self.account(acct, result)
+    }
+
+    /// Grows the disk to `new_size` bytes; the new range reads as zeroes.
+    pub fn resize(&self, new_size: u64) -> Result<(), BackendError> {
+        if self.read_only {
+            return Err(BackendError::ReadOnly);
+        }
+        let mut access = self.root.access_mut()?;
+        let size = access.size();
+        if new_size < size {
+            return Err(BackendError::Shrink { size, new_size });
+        }
+        access.resize(new_size, PreallocateMode::Zero)?;
+        Ok(())
+    }
+}

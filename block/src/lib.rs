@@ -1,0 +1,23 @@
+//! Petrel's block layer.
+//!
+//! Modelled on QEMU's: image files are opened as [`image`]s (raw or qcow2, with
+//! qcow2 backing chains opened implicitly from the header), each layer becomes
+//! nodes in a [`node::BlockGraph`] (a format node over a `file` protocol node,
+//! linked to its backing node), and a device reaches its disk through a
+//! [`backend::BlockBackend`] on a root node, which enforces read-only access,
+//! checks bounds and keeps the I/O statistics QMP reports.
+//!
+//! Image access goes through [imago](https://docs.rs/imago) in its synchronous
+//! mode; every call blocks the calling (I/O) thread.
+
+pub mod backend;
+pub mod header;
+pub mod image;
+pub mod info;
+pub mod node;
+pub mod stats;
+
+pub use backend::{BackendError, BlockBackend};
+pub use image::{ImageError, ImageFormat, OpenOptions};
+pub use node::{BlockGraph, BlockNode, NodeDriver, NodeError};
+pub use stats::{BlockStats, BlockStatsSnapshot};

@@ -1,0 +1,88 @@
+//! Helpers shared by the block tests: scratch directories and qemu-img.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("petrel-block-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs qemu-img in `dir`; returns (success, stdout+stderr).
+pub fn qemu_img(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("qemu-img is installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Runs qemu-img and asserts success.
+pub fn qemu_img_ok(dir: &Path, args: &[&str]) -> String {
+    let (ok, text) = qemu_img(dir, args);
+    assert!(ok, "qemu-img {args:?} failed: {text}");
+    text
+}
+
+/// The known pattern of the raw base image.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect()
+}
+
+pub const BASE_SIZE: usize = 4 << 20;
+
+/// Creates `base.raw` (pattern) and `ovl.qcow2` over it in `dir`; returns the base contents.
+pub fn make_chain(dir: &TempDir) -> Vec<u8> {
+    let base = pattern(BASE_SIZE);
+    std::fs::write(dir.join("base.raw"), &base).unwrap();
+    qemu_img_ok(
+        dir.path(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            "base.raw",
+            "ovl.qcow2",
+        ],
+    );
+    base
+}
