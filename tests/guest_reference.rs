@@ -19,5 +19,8 @@ fn guest_virtio_blk_driver_works_on_qemu() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "the guest's virtio-blk checks failed under QEMU:\n{text}");
+    assert!(
+        out.status.success(),
+        "the guest's virtio-blk checks failed under QEMU:\n{text}"
+    );
 }
