@@ -290,7 +290,7 @@ fn message_size_bound() {
 #[test]
 fn oob_and_other_monitors_overtake_a_slow_command() {
     let path2 = sock_path("second");
-    let (mut server, handle) = Server::new(test_registry(), config());
+    let (mut server, handle) = Server::new(test_registry(), config()).expect("server");
     let path = sock_path("first");
     server.add_unix_listener(&path, false).unwrap();
     server.add_unix_listener(&path2, false).unwrap();
@@ -443,7 +443,7 @@ fn in_band_queue_holds_eight_then_reading_stops() {
 
 #[test]
 fn events_reach_negotiated_monitors_only() {
-    let (mut server, handle) = Server::new(test_registry(), config());
+    let (mut server, handle) = Server::new(test_registry(), config()).expect("server");
     let paths: Vec<_> = (0..4).map(|i| sock_path(&format!("ev{i}"))).collect();
     for p in &paths {
         server.add_unix_listener(p, false).unwrap();
@@ -647,7 +647,7 @@ fn client_mode_and_inherited_fds() {
     // petrel connects to a listening client (QEMUMachine in QEMU 7.2).
     let client_path = sock_path("client");
     let listener = UnixListener::bind(&client_path).unwrap();
-    let (mut server, handle) = Server::new(test_registry(), config());
+    let (mut server, handle) = Server::new(test_registry(), config()).expect("server");
     server.connect_unix(&client_path).unwrap();
     // fd=N, connected (a socketpair, as QEMUMachine passes later).
     let (mine, theirs) = UnixStream::pair().unwrap();
@@ -687,7 +687,7 @@ fn client_mode_and_inherited_fds() {
 
 #[test]
 fn tcp_wait_and_one_client_at_a_time() {
-    let (mut server, handle) = Server::new(test_registry(), config());
+    let (mut server, handle) = Server::new(test_registry(), config()).expect("server");
     let addr = server.add_tcp_listener("127.0.0.1:0", true).unwrap();
     server.start().unwrap();
     let t0 = Instant::now();
@@ -852,7 +852,7 @@ fn stdio_child() {
     if std::env::var_os("PETREL_QMP_STDIO_CHILD").is_none() {
         return;
     }
-    let (mut server, handle) = Server::new(test_registry(), config());
+    let (mut server, handle) = Server::new(test_registry(), config()).expect("server");
     server.add_stdio().unwrap();
     server.start().unwrap();
     // Serve until the parent closes our standard input (it does so after its last reply).

@@ -7,7 +7,7 @@
 //! # fn main() -> std::io::Result<()> {
 //! let mut registry = Registry::new();
 //! // registry.register::<SomeCommand, _>(|ctx, args, reply| ...);   the VMM's commands
-//! let (mut server, handle) = Server::new(registry, ServerConfig::default());
+//! let (mut server, handle) = Server::new(registry, ServerConfig::default())?;
 //! server.add_unix_listener("/run/vm/qmp.sock", false)?; // -qmp unix:/run/vm/qmp.sock,server=on,wait=off
 //! server.add_tcp_listener("127.0.0.1:4444", true)?;      // -qmp tcp:127.0.0.1:4444,server=on (wait=on)
 //! // server.connect_unix(path)?;  -chardev socket,path=P (petrel connects to a listening client)
@@ -152,16 +152,11 @@ pub struct ServerHandle {
 }
 
 impl Server {
-    /// A server for `registry`, to which it adds its built-in commands.
-    ///
-    /// # Panics
-    ///
-    /// If the epoll instance or its eventfd cannot be created (out of file descriptors).
-    pub fn new(mut registry: Registry, config: ServerConfig) -> (Server, ServerHandle) {
-        let poll =
-            mio::Poll::new().unwrap_or_else(|e| panic!("cannot create an epoll instance: {e}"));
-        let waker = mio::Waker::new(poll.registry(), core::WAKER)
-            .unwrap_or_else(|e| panic!("cannot create an eventfd: {e}"));
+    /// A server for `registry`, to which it adds its built-in commands. Fails only if the
+    /// host refuses an epoll instance or an eventfd (out of file descriptors).
+    pub fn new(mut registry: Registry, config: ServerConfig) -> io::Result<(Server, ServerHandle)> {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), core::WAKER)?;
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Default::default()),
             waker,
@@ -177,7 +172,7 @@ impl Server {
         builtins::register(&mut registry, &shared);
         let _ = shared.command_names.set(registry.names());
         let core = Core::new(Arc::new(registry), shared.clone(), poll);
-        (Server { core }, ServerHandle { shared })
+        Ok((Server { core }, ServerHandle { shared }))
     }
 
     /// Listens on a unix socket (`-qmp unix:PATH,server=on,wait=...`). With `wait`, the VMM

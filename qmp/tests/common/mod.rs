@@ -134,7 +134,7 @@ pub fn sock_path(name: &str) -> PathBuf {
 /// A server on one unix listener with the test commands, started.
 pub fn unix_server(config: ServerConfig) -> (ServerHandle, PathBuf) {
     let path = sock_path("mon");
-    let (mut server, handle) = Server::new(test_registry(), config);
+    let (mut server, handle) = Server::new(test_registry(), config).expect("server");
     server.add_unix_listener(&path, false).unwrap();
     server.start().unwrap();
     (handle, path)

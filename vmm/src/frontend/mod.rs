@@ -189,7 +189,11 @@ impl Frontend {
         }
         let config = ServerConfig::default();
         let registry = registry(cfg, api, status, &config);
-        let (mut server, handle) = Server::new(registry, config);
+        let (mut server, handle) =
+            Server::new(registry, config).map_err(|source| FrontendError::Monitor {
+                label: "qmp".into(),
+                source,
+            })?;
         for m in &cfg.monitors {
             add_monitor(&mut server, &m.backend).map_err(|source| FrontendError::Monitor {
                 label: m.label.clone(),
@@ -287,7 +291,7 @@ mod tests {
         let (api, _rx) = crate::api::channel_pair().unwrap();
         let config = ServerConfig::default();
         let registry = registry(&cfg, api, StatusCell::new(RunStatus::Running), &config);
-        let (_server, handle) = Server::new(registry, config);
+        let (_server, handle) = Server::new(registry, config).unwrap();
         let dispatched = handle.command_names();
         let spec = spec_commands();
         let in_spec = spec
