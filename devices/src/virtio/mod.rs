@@ -8,6 +8,7 @@
 //! over on `DRIVER_OK` together with a [`VirtioInterrupt`] to signal the
 //! driver.
 
+pub mod block;
 pub mod interrupt;
 pub mod pci;
 

@@ -1,0 +1,373 @@
+//! The I/O thread: waits for queue notifications and serves requests.
+//!
+//! A request is a descriptor chain whose device-readable part holds the
+//! 16-byte header (`type`, `reserved`, `sector`) followed by any data to
+//! write or discard/write-zeroes segments, and whose device-writable part
+//! holds any data to read followed by the status byte. The chain's framing
+//! is not assumed: both parts are treated as byte streams over their
+//! descriptors.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use log::{error, warn};
+use petrel_block::BlockBackend;
+use virtio_bindings::virtio_blk;
+use virtio_queue::QueueT;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, MAX_WRITE_ZEROES_SEG, SECTOR_SHIFT};
+use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt, VirtioInterruptType};
+
+/// Request header length.
+const HEADER_LEN: u64 = 16;
+/// Discard / write-zeroes segment length.
+const SEGMENT_LEN: u64 = 16;
+/// `VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP`.
+const FLAG_UNMAP: u32 = 1;
+/// Largest data transfer of one read or write request buffered at once.
+const MAX_TRANSFER: u64 = 64 << 20;
+
+/// Request status.
+const S_OK: u8 = virtio_blk::VIRTIO_BLK_S_OK as u8;
+const S_IOERR: u8 = virtio_blk::VIRTIO_BLK_S_IOERR as u8;
+const S_UNSUPP: u8 = virtio_blk::VIRTIO_BLK_S_UNSUPP as u8;
+
+/// What the I/O thread works with besides the queues.
+pub(super) struct Context {
+    pub(super) mem: GuestMemory,
+    pub(super) backend: Arc<BlockBackend>,
+    pub(super) serial: [u8; ID_BYTES],
+    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
+    pub(super) read_only: bool,
+}
+
+/// The I/O thread's body: returns when `stop` is signalled.
+pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>, stop: EventFd) {
+    let epoll = match setup_epoll(&queues, &stop) {
+        Ok(epoll) => epoll,
+        Err(e) => {
+            error!("virtio-blk: cannot set up epoll: {e}");
+            return;
+        }
+    };
+    let stop_token = queues.len() as u64;
+    // Serve whatever the driver queued before the thread started (e.g. after
+    // a restore).
+    for q in &mut queues {
+        ctx.process_queue(q);
+    }
+    let mut events = vec![EpollEvent::default(); queues.len() + 1];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                error!("virtio-blk: epoll_wait failed: {e}");
+                return;
+            }
+        };
+        for event in &events[..n] {
+            let token = event.data();
+            if token == stop_token {
+                return;
+            }
+            let Some(q) = queues.get_mut(token as usize) else {
+                continue;
+            };
+            // Clear the eventfd before looking at the ring, so a kick
+            // arriving while we process is not lost.
+            let _ = q.notify.read();
+            ctx.process_queue(q);
+        }
+    }
+}
+
+fn setup_epoll(queues: &[ActivatedQueue], stop: &EventFd) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    for (token, q) in queues.iter().enumerate() {
+        epoll.ctl(
+            ControlOperation::Add,
+            q.notify.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, token as u64),
+        )?;
+    }
+    epoll.ctl(
+        ControlOperation::Add,
+        stop.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, queues.len() as u64),
+    )?;
+    Ok(epoll)
+}
+
+/// Device-readable and device-writable descriptors of one chain.
+#[derive(Default)]
+struct Segments {
+    readable: Vec<(GuestAddress, u64)>,
+    writable: Vec<(GuestAddress, u64)>,
+}
+
+fn total(segs: &[(GuestAddress, u64)]) -> u64 {
+    segs.iter().map(|(_, len)| len).sum()
+}
+
+/// Reads `buf.len()` bytes at byte `offset` of the stream `segs`.
+fn gather(
+    mem: &GuestMemoryMmap<()>,
+    segs: &[(GuestAddress, u64)],
+    mut offset: u64,
+    buf: &mut [u8],
+) -> Result<(), ()> {
+    let mut done = 0usize;
+    for &(addr, len) in segs {
+        if done == buf.len() {
+            break;
+        }
+        if offset >= len {
+            offset -= len;
+            continue;
+        }
+        let n = ((len - offset) as usize).min(buf.len() - done);
+        let addr = addr.checked_add(offset).ok_or(())?;
+        mem.read_slice(&mut buf[done..done + n], addr)
+            .map_err(|_| ())?;
+        done += n;
+        offset = 0;
+    }
+    if done == buf.len() {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Writes `buf` at byte `offset` of the stream `segs`.
+fn scatter(
+    mem: &GuestMemoryMmap<()>,
+    segs: &[(GuestAddress, u64)],
+    mut offset: u64,
+    buf: &[u8],
+) -> Result<(), ()> {
+    let mut done = 0usize;
+    for &(addr, len) in segs {
+        if done == buf.len() {
+            break;
+        }
+        if offset >= len {
+            offset -= len;
+            continue;
+        }
+        let n = ((len - offset) as usize).min(buf.len() - done);
+        let addr = addr.checked_add(offset).ok_or(())?;
+        mem.write_slice(&buf[done..done + n], addr)
+            .map_err(|_| ())?;
+        done += n;
+        offset = 0;
+    }
+    if done == buf.len() {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+impl Context {
+    /// Serves every available request of `q`, then signals the driver if
+    /// it asked to be.
+    fn process_queue(&self, q: &mut ActivatedQueue) {
+        let mem = self.mem.as_ref();
+        let mut used_any = false;
+        loop {
+            if let Err(e) = q.queue.disable_notification(mem) {
+                error!("virtio-blk: queue {}: {e}", q.index);
+                return;
+            }
+            while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                let mut segs = Segments::default();
+                for desc in chain {
+                    let entry = (desc.addr(), u64::from(desc.len()));
+                    if desc.is_write_only() {
+                        segs.writable.push(entry);
+                    } else {
+                        segs.readable.push(entry);
+                    }
+                }
+                let used_len = self.handle_request(&segs);
+                if let Err(e) = q.queue.add_used(mem, head, used_len) {
+                    error!("virtio-blk: queue {}: add_used: {e}", q.index);
+                }
+                used_any = true;
+            }
+            match q.queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    error!("virtio-blk: queue {}: {e}", q.index);
+                    break;
+                }
+            }
+        }
+        if !used_any {
+            return;
+        }
+        match q.queue.needs_notification(mem) {
+            Ok(false) => {}
+            Ok(true) | Err(_) => {
+                let int = VirtioInterruptType::Queue(q.index as u16);
+                if let Err(e) = self.interrupt.trigger(int) {
+                    error!("virtio-blk: queue {}: interrupt failed: {e}", q.index);
+                }
+            }
+        }
+    }
+
+    /// Serves one request; returns the number of bytes written to the
+    /// device-writable part (data and status).
+    fn handle_request(&self, segs: &Segments) -> u32 {
+        let mem = self.mem.as_ref();
+        let writable = total(&segs.writable);
+        if writable == 0 {
+            warn!("virtio-blk: request without a status byte, dropped");
+            return 0;
+        }
+        let in_len = writable - 1;
+        let (status, data_written) = match self.execute(segs, in_len) {
+            Ok(n) => (S_OK, n),
+            Err(status) => (status, 0),
+        };
+        if scatter(mem, &segs.writable, in_len, &[status]).is_err() {
+            warn!("virtio-blk: cannot write the status byte");
+            return 0;
+        }
+        u32::try_from(data_written + 1).unwrap_or(u32::MAX)
+    }
+
+    /// Executes a request; returns the data bytes written to the guest, or
+    /// the error status.
+    fn execute(&self, segs: &Segments, in_len: u64) -> Result<u64, u8> {
+        let mem = self.mem.as_ref();
+        let mut header = [0u8; HEADER_LEN as usize];
+        gather(mem, &segs.readable, 0, &mut header).map_err(|()| S_IOERR)?;
+        let req_type = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+        let sector = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+        let out_len = total(&segs.readable) - HEADER_LEN;
+        let io = |r: Result<(), petrel_block::BackendError>| {
+            r.map_err(|e| {
+                warn!("virtio-blk {}: {e}", self.backend.name());
+                S_IOERR
+            })
+        };
+        match req_type {
+            virtio_blk::VIRTIO_BLK_T_IN => {
+                let offset = self.data_range(sector, in_len)?;
+                let mut buf = vec![0u8; in_len as usize];
+                io(self.backend.read_at(offset, &mut buf))?;
+                scatter(mem, &segs.writable, 0, &buf).map_err(|()| S_IOERR)?;
+                Ok(in_len)
+            }
+            virtio_blk::VIRTIO_BLK_T_OUT => {
+                if self.read_only {
+                    return Err(S_IOERR);
+                }
+                let offset = self.data_range(sector, out_len)?;
+                let mut buf = vec![0u8; out_len as usize];
+                gather(mem, &segs.readable, HEADER_LEN, &mut buf).map_err(|()| S_IOERR)?;
+                io(self.backend.write_at(offset, &buf))?;
+                Ok(0)
+            }
+            virtio_blk::VIRTIO_BLK_T_FLUSH => {
+                io(self.backend.flush())?;
+                Ok(0)
+            }
+            virtio_blk::VIRTIO_BLK_T_GET_ID => {
+                let n = in_len.min(ID_BYTES as u64) as usize;
+                scatter(mem, &segs.writable, 0, &self.serial[..n]).map_err(|()| S_IOERR)?;
+                Ok(n as u64)
+            }
+            virtio_blk::VIRTIO_BLK_T_DISCARD | virtio_blk::VIRTIO_BLK_T_WRITE_ZEROES => {
+                let discard = req_type == virtio_blk::VIRTIO_BLK_T_DISCARD;
+                let max_seg = if discard {
+                    MAX_DISCARD_SEG
+                } else {
+                    MAX_WRITE_ZEROES_SEG
+                };
+                if out_len == 0
+                    || !out_len.is_multiple_of(SEGMENT_LEN)
+                    || out_len / SEGMENT_LEN > u64::from(max_seg)
+                {
+                    return Err(S_UNSUPP);
+                }
+                for i in 0..out_len / SEGMENT_LEN {
+                    let mut seg = [0u8; SEGMENT_LEN as usize];
+                    gather(mem, &segs.readable, HEADER_LEN + i * SEGMENT_LEN, &mut seg)
+                        .map_err(|()| S_IOERR)?;
+                    self.discard_segment(discard, &seg)?;
+                }
+                Ok(0)
+            }
+            other => {
+                warn!(
+                    "virtio-blk {}: unsupported request type {other}",
+                    self.backend.name()
+                );
+                Err(S_UNSUPP)
+            }
+        }
+    }
+
+    /// Checks a read or write of `len` bytes at `sector`; returns its byte
+    /// offset.
+    fn data_range(&self, sector: u64, len: u64) -> Result<u64, u8> {
+        if !len.is_multiple_of(1 << SECTOR_SHIFT) || len > MAX_TRANSFER {
+            return Err(S_IOERR);
+        }
+        if sector > u64::MAX >> SECTOR_SHIFT {
+            return Err(S_IOERR);
+        }
+        let offset = sector << SECTOR_SHIFT;
+        let capacity = self.backend.size() >> SECTOR_SHIFT << SECTOR_SHIFT;
+        match offset.checked_add(len) {
+            Some(end) if end <= capacity => Ok(offset),
+            _ => Err(S_IOERR),
+        }
+    }
+
+    /// Executes one discard or write-zeroes segment.
+    fn discard_segment(&self, discard: bool, seg: &[u8; SEGMENT_LEN as usize]) -> Result<(), u8> {
+        let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap_or_default());
+        let num_sectors = u32::from_le_bytes(seg[8..12].try_into().unwrap_or_default());
+        let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap_or_default());
+        // Unknown flags, or unmap on a discard, are unsupported.
+        let allowed = if discard { 0 } else { FLAG_UNMAP };
+        if flags & !allowed != 0 {
+            return Err(S_UNSUPP);
+        }
+        if num_sectors > MAX_DISCARD_SECTORS {
+            return Err(S_IOERR);
+        }
+        if self.read_only {
+            return Err(S_IOERR);
+        }
+        let len = u64::from(num_sectors) << SECTOR_SHIFT;
+        let offset = self.data_range(sector, 0).and_then(|o| {
+            let capacity = self.backend.size() >> SECTOR_SHIFT << SECTOR_SHIFT;
+            match o.checked_add(len) {
+                Some(end) if end <= capacity => Ok(o),
+                _ => Err(S_IOERR),
+            }
+        })?;
+        let result = if discard {
+            self.backend.discard(offset, len)
+        } else {
+            self.backend
+                .write_zeroes(offset, len, flags & FLAG_UNMAP != 0)
+        };
+        result.map_err(|e| {
+            warn!("virtio-blk {}: {e}", self.backend.name());
+            S_IOERR
+        })
+    }
+}
