@@ -27,6 +27,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::api::{EventSink, VmEvent};
 use crate::chardev::{Chardev, ChardevInput};
 
+use super::msi::{KvmMsiRouting, MsiError, MsiVectorGroup};
+use super::pci::{PciBarDevice, PciBus, PciError, PciPlacement};
+
 /// Errors building the platform devices.
 #[derive(Debug, Error)]
 pub enum DeviceError {
@@ -39,6 +42,12 @@ pub enum DeviceError {
     /// KVM refused an interrupt line.
     #[error("cannot connect IRQ {0} to KVM")]
     Irqfd(u32, #[source] kvm_ioctls::Error),
+    /// MSI routing failed.
+    #[error(transparent)]
+    Msi(#[from] MsiError),
+    /// A PCI function could not be added or connected.
+    #[error(transparent)]
+    Pci(#[from] PciError),
     /// A device rejected its configuration.
     #[error("cannot set up {0}")]
     Device(
@@ -76,6 +85,8 @@ pub struct DeviceManager {
     pm: Arc<Mutex<AcpiPm>>,
     resettable: Vec<Arc<Mutex<dyn Reset + Send>>>,
     irq_lines: Vec<(EventFd, u32)>,
+    msi: Arc<KvmMsiRouting>,
+    pci: PciBus,
 }
 
 fn evt(what: &'static str) -> Result<EventFdTrigger, DeviceError> {
@@ -197,6 +208,7 @@ impl DeviceManager {
         )?;
         resettable.push(reset_control);
         resettable.push(root.clone());
+        let pci = PciBus::new(root.clone(), layout)?;
         let ecam = Ecam::new(root, layout::ECAM_BUSES)
             .map_err(|e| DeviceError::Device("pci ecam", Box::new(e)))?;
         mmio(
@@ -227,23 +239,59 @@ impl DeviceManager {
             pm,
             resettable,
             irq_lines,
+            msi: Arc::new(KvmMsiRouting::new()),
+            pci,
         })
     }
 
-    /// Connects every device interrupt to `vm`'s in-kernel interrupt controller.
-    pub fn connect_irqs(&self, vm: &VmFd) -> Result<(), DeviceError> {
+    /// Connects every device interrupt to `vm`'s in-kernel interrupt controller, and the PCI
+    /// functions' MSI routes, irqfds and ioeventfds. Called on every new VM (boot, reset, S3
+    /// resume); the previous VM must be gone.
+    pub fn connect_irqs(&self, vm: &Arc<VmFd>) -> Result<(), DeviceError> {
         for (fd, gsi) in &self.irq_lines {
             vm.register_irqfd(fd, *gsi)
                 .map_err(|e| DeviceError::Irqfd(*gsi, e))?;
         }
+        self.msi.attach(vm)?;
+        self.pci.connect(vm)?;
         Ok(())
     }
 
-    /// Machine reset: every device back to power-on state, CMOS contents kept.
+    /// Allocates `vectors` MSI vectors (GSIs and irqfds) for a PCI function, to pass to it as
+    /// its [`petrel_devices::pci::MsiInterrupt`].
+    #[allow(dead_code)] // Used once `-device` creates PCI functions.
+    pub fn msi_vectors(&self, vectors: u16) -> Result<Arc<MsiVectorGroup>, DeviceError> {
+        Ok(self.msi.new_group(vectors)?)
+    }
+
+    /// Places `device` on PCI bus 0: the lowest free slot, its memory BARs assigned and
+    /// routed on the I/O bus, its doorbells registered as ioeventfds on every VM. The device
+    /// is reset with the machine.
+    ///
+    /// Only before the first boot: the I/O bus cannot change once the vCPUs share it (see
+    /// [`super::pci`] for what that means for BAR relocation).
+    #[allow(dead_code)] // Used once `-device` creates PCI functions.
+    pub fn add_pci_device<D: PciBarDevice>(
+        &mut self,
+        device: Arc<Mutex<D>>,
+    ) -> Result<PciPlacement, DeviceError> {
+        let io = Arc::get_mut(&mut self.io).ok_or(PciError::Started)?;
+        Ok(self.pci.add(io, device)?)
+    }
+
+    /// The PCI functions added, in order.
+    #[allow(dead_code)] // Used once `-device` creates PCI functions.
+    pub fn pci(&self) -> &PciBus {
+        &self.pci
+    }
+
+    /// Machine reset: every device back to power-on state, CMOS contents kept, MSI routes
+    /// masked.
     pub fn reset(&self) {
         for dev in &self.resettable {
             dev.lock().unwrap_or_else(|e| e.into_inner()).reset();
         }
+        self.msi.reset();
     }
 
     /// Presses the ACPI power button; whether the guest listens for it is the guest's

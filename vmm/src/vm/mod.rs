@@ -3,6 +3,11 @@
 
 pub mod devices;
 pub mod memory;
+// Infrastructure for PCI devices; nothing creates one yet (`-device` comes next).
+#[allow(dead_code)]
+pub mod msi;
+#[allow(dead_code)]
+pub mod pci;
 pub mod vcpu;
 
 use std::path::PathBuf;
@@ -70,7 +75,8 @@ pub struct BootConfig {
 /// fd closes before guest RAM is unmapped.
 pub struct Vm {
     vcpus: Vec<VcpuHandle>,
-    fd: Option<VmFd>,
+    /// Shared only weakly (by the MSI routing), so dropping it closes the VM.
+    fd: Option<Arc<VmFd>>,
     mem: GuestMemoryMmap,
     tables: acpi::AcpiTables,
 }
@@ -92,8 +98,12 @@ pub fn phys_bits(cpuid: &CpuId) -> u8 {
 
 /// A KVM VM with the in-kernel interrupt controllers and PIT, `mem` as its RAM and the
 /// devices' interrupt lines connected.
-fn create_fd(kvm: &Kvm, mem: &GuestMemoryMmap, devices: &DeviceManager) -> Result<VmFd, VmError> {
-    let fd = kvm.create_vm().map_err(|e| VmError::Kvm("create_vm", e))?;
+fn create_fd(
+    kvm: &Kvm,
+    mem: &GuestMemoryMmap,
+    devices: &DeviceManager,
+) -> Result<Arc<VmFd>, VmError> {
+    let fd = Arc::new(kvm.create_vm().map_err(|e| VmError::Kvm("create_vm", e))?);
     fd.set_tss_address(layout::KVM_TSS_START as usize)
         .map_err(|e| VmError::Kvm("set_tss_address", e))?;
     fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
@@ -173,7 +183,7 @@ impl Vm {
 
     fn start(
         ctx: &VmContext,
-        fd: VmFd,
+        fd: Arc<VmFd>,
         mem: GuestMemoryMmap,
         tables: acpi::AcpiTables,
         entry: EntryMode,
