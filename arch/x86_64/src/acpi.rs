@@ -303,17 +303,11 @@ fn legacy_device(dev: &LegacyDevice, sink: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn checksum_ok(bytes: &[u8]) -> bool {
-        bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0
-    }
-
-    #[test]
-    fn tables_have_valid_checksums_and_cpus() {
-        let l = MemoryLayout::new(256 << 20, 40).unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 256 << 20)]).unwrap();
-        let cfg = AcpiConfig {
-            apic_ids: vec![0, 1, 2],
-            hotpluggable_apic_ids: vec![3],
+    /// The platform as petrel builds it, with COM1.
+    pub(super) fn test_config(apic_ids: Vec<u32>, hotpluggable_apic_ids: Vec<u32>) -> AcpiConfig {
+        AcpiConfig {
+            apic_ids,
+            hotpluggable_apic_ids,
             pm1a_evt: 0x600,
             pm1a_cnt: 0x604,
             pm_tmr: 0x608,
@@ -328,7 +322,18 @@ mod tests {
                 io: vec![(0x3f8, 8)],
                 irq: 4,
             }],
-        };
+        }
+    }
+
+    fn checksum_ok(bytes: &[u8]) -> bool {
+        bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0
+    }
+
+    #[test]
+    fn tables_have_valid_checksums_and_cpus() {
+        let l = MemoryLayout::new(256 << 20, 40).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 256 << 20)]).unwrap();
+        let cfg = test_config(vec![0, 1, 2], vec![3]);
         let t = write_tables(&mem, &l, &cfg).unwrap();
         let mut rsdp = [0u8; 36];
         mem.read_slice(&mut rsdp, t.rsdp).unwrap();
@@ -386,33 +391,14 @@ mod iasl_tests {
     fn iasl_disassembles_every_table_cleanly() {
         let l = MemoryLayout::new(1 << 30, 40).unwrap();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 30)]).unwrap();
-        let cfg = AcpiConfig {
-            apic_ids: vec![0, 1],
-            hotpluggable_apic_ids: vec![2, 3],
-            pm1a_evt: 0x600,
-            pm1a_cnt: 0x604,
-            pm_tmr: 0x608,
-            sci_irq: 9,
-            s5_slp_typ: 5,
-            s3_slp_typ: Some(1),
-            reset: (0xcf9, 6),
-            legacy_devices: vec![
-                LegacyDevice {
-                    name: "COM1",
-                    hid: "PNP0501",
-                    uid: 1,
-                    io: vec![(0x3f8, 8)],
-                    irq: 4,
-                },
-                LegacyDevice {
-                    name: "RTC_",
-                    hid: "PNP0B00",
-                    uid: 0,
-                    io: vec![(0x70, 2)],
-                    irq: 8,
-                },
-            ],
-        };
+        let mut cfg = tests::test_config(vec![0, 1], vec![2, 3]);
+        cfg.legacy_devices.push(LegacyDevice {
+            name: "RTC_",
+            hid: "PNP0B00",
+            uid: 0,
+            io: vec![(0x70, 2)],
+            irq: 8,
+        });
         let t = write_tables(&mem, &l, &cfg).unwrap();
         let dir = std::env::temp_dir().join(format!("petrel-iasl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

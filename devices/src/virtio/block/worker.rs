@@ -113,64 +113,58 @@ fn total(segs: &[(GuestAddress, u64)]) -> u64 {
     segs.iter().map(|(_, len)| len).sum()
 }
 
-/// Reads `buf.len()` bytes at byte `offset` of the stream `segs`.
-fn gather(
-    mem: &GuestMemoryMmap<()>,
+/// Calls `f(guest_address, range_in_buf)` for each piece of the `len` bytes that start at byte
+/// `offset` of the stream `segs`; fails if the stream is shorter or a piece fails.
+fn walk(
     segs: &[(GuestAddress, u64)],
     mut offset: u64,
-    buf: &mut [u8],
+    len: usize,
+    mut f: impl FnMut(GuestAddress, std::ops::Range<usize>) -> Result<(), ()>,
 ) -> Result<(), ()> {
     let mut done = 0usize;
-    for &(addr, len) in segs {
-        if done == buf.len() {
+    for &(addr, seg_len) in segs {
+        if done == len {
             break;
         }
-        if offset >= len {
-            offset -= len;
+        if offset >= seg_len {
+            offset -= seg_len;
             continue;
         }
-        let n = ((len - offset) as usize).min(buf.len() - done);
-        let addr = addr.checked_add(offset).ok_or(())?;
-        mem.read_slice(&mut buf[done..done + n], addr)
-            .map_err(|_| ())?;
+        let n = ((seg_len - offset) as usize).min(len - done);
+        f(addr.checked_add(offset).ok_or(())?, done..done + n)?;
         done += n;
         offset = 0;
     }
-    if done == buf.len() {
+    if done == len {
         Ok(())
     } else {
         Err(())
     }
 }
 
+/// Reads `buf.len()` bytes at byte `offset` of the stream `segs`.
+fn gather(
+    mem: &GuestMemoryMmap<()>,
+    segs: &[(GuestAddress, u64)],
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), ()> {
+    let len = buf.len();
+    walk(segs, offset, len, |addr, r| {
+        mem.read_slice(&mut buf[r], addr).map_err(|_| ())
+    })
+}
+
 /// Writes `buf` at byte `offset` of the stream `segs`.
 fn scatter(
     mem: &GuestMemoryMmap<()>,
     segs: &[(GuestAddress, u64)],
-    mut offset: u64,
+    offset: u64,
     buf: &[u8],
 ) -> Result<(), ()> {
-    let mut done = 0usize;
-    for &(addr, len) in segs {
-        if done == buf.len() {
-            break;
-        }
-        if offset >= len {
-            offset -= len;
-            continue;
-        }
-        let n = ((len - offset) as usize).min(buf.len() - done);
-        let addr = addr.checked_add(offset).ok_or(())?;
-        mem.write_slice(&buf[done..done + n], addr)
-            .map_err(|_| ())?;
-        done += n;
-        offset = 0;
-    }
-    if done == buf.len() {
-        Ok(())
-    } else {
-        Err(())
-    }
+    walk(segs, offset, buf.len(), |addr, r| {
+        mem.write_slice(&buf[r], addr).map_err(|_| ())
+    })
 }
 
 impl Context {
