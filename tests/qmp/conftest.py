@@ -129,5 +129,14 @@ def petrel(tmpdir_short):
         p.stop()
 
 
+async def close_after_exit(qmp):
+    """Disconnects a client whose VM is shutting down: petrel closes its monitors when it
+    exits after SHUTDOWN, as QEMU does, so the peer may already be gone."""
+    try:
+        await qmp.disconnect()
+    except (EOFError, ConnectionResetError, BrokenPipeError):
+        pass
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, TIMEOUT))

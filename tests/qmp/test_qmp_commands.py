@@ -10,7 +10,7 @@ import socket
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
-from conftest import run
+from conftest import close_after_exit, run
 
 RUN_STATES = {"debug", "inmigrate", "internal-error", "io-error", "paused", "postmigrate",
               "prelaunch", "finish-migrate", "restore-vm", "running", "save-vm", "shutdown",
@@ -192,7 +192,7 @@ def test_run_control_and_events(vm):
         p.wait_line("acpi: power button")
         ev = await qmp.events.get()
         assert ev["event"] == "SHUTDOWN" and ev["data"]["guest"] is True
-        await qmp.disconnect()
+        await close_after_exit(qmp)
         assert p.wait_exit() == 0
     run(go())
 
@@ -223,7 +223,7 @@ def test_hmp(vm):
         assert await hmp("system_reset") == ""
         assert (await qmp.events.get())["event"] == "RESET"
         await hmp("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
         assert p.wait_exit() == 0
     run(go())
 
@@ -262,7 +262,7 @@ def test_getfd_closefd_add_client(vm):
         with pytest.raises(ExecuteError):
             await qmp.execute("getfd", {"fdname": "nofd"})
         await qmp.execute("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
         assert p.wait_exit() == 0
     run(go())
 
@@ -280,6 +280,6 @@ def test_start_paused_then_cont(petrel, tmpdir_short):
         assert (await qmp.events.get())["event"] == "RESUME"
         p.wait_line("idle: ready")
         await qmp.execute("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
     run(go())
     assert p.wait_exit() == 0

@@ -5,7 +5,7 @@ import os
 
 from qemu.qmp import QMPClient
 
-from conftest import run
+from conftest import close_after_exit, run
 
 
 async def connect(path, name):
@@ -55,7 +55,7 @@ def test_three_monitors_see_every_event(petrel, tmpdir_short):
             ev = await next_event(m, "SHUTDOWN")
             assert ev["data"] == {"guest": True, "reason": "guest-shutdown"}
         for m in mons:
-            await m.disconnect()
+            await close_after_exit(m)
     run(go())
     assert p.wait_exit() == 0
 
@@ -88,7 +88,7 @@ def test_no_shutdown_stops_after_guest_poweroff(petrel, tmpdir_short):
         p.wait_count("idle: ready", 2)
         assert p.count("petrel-guest: hello") == 2
         await qmp.execute("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
     run(go())
     assert p.wait_exit() == 0
 
@@ -105,7 +105,7 @@ def test_nmis_are_counted_by_the_guest(petrel, tmpdir_short):
             await qmp.execute("inject-nmi")
             p.wait_line(f"nmi: count={n}")
         await qmp.execute("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
     run(go())
 
 
@@ -125,7 +125,7 @@ def test_rtc_change_when_the_guest_sets_the_clock(petrel, tmpdir_short):
         expected = 1893553445 - int(time.time())
         assert abs(ev["data"]["offset"] - expected) <= 5, ev
         await qmp.execute("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
     run(go())
 
 
@@ -148,6 +148,6 @@ def test_suspend_to_ram_and_wakeup(petrel, tmpdir_short):
         await qmp.execute("system_powerdown")
         await next_event(qmp, "POWERDOWN")
         await next_event(qmp, "SHUTDOWN")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
     run(go())
     assert p.wait_exit() == 0

@@ -11,7 +11,7 @@ import time
 
 from qemu.qmp import QMPClient
 
-from conftest import KERNEL, PETREL, TIMEOUT, run
+from conftest import KERNEL, PETREL, TIMEOUT, close_after_exit, run
 
 
 class Raw:
@@ -168,7 +168,7 @@ def test_petrel_connects_to_a_listening_client(petrel, tmpdir_short):
         st = await qmp.execute("query-status")
         assert st["status"] == "running"
         await qmp.execute("quit")
-        await qmp.disconnect()
+        await close_after_exit(qmp)
         return p
     p = run(go())
     assert p.wait_exit() == 0
