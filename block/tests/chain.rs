@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{make_chain, qemu_img_ok, TempDir, BASE_SIZE};
+use common::{check_and_compare, create_overlay, make_chain, TempDir, BASE_SIZE};
 use petrel_block::info;
 use petrel_block::{BlockBackend, BlockGraph, NodeDriver, OpenOptions};
 
@@ -62,21 +62,7 @@ fn overlay_writes_fall_through_and_check_clean() {
         assert_eq!(desc.image.backing_image.as_ref().unwrap().format, "raw");
         assert_eq!(info::describe_all(&graph).len(), 4);
     }
-    std::fs::write(dir.join("expected.raw"), &expected).unwrap();
-    qemu_img_ok(dir.path(), &["check", "-q", "ovl.qcow2"]);
-    qemu_img_ok(
-        dir.path(),
-        &[
-            "compare",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "ovl.qcow2",
-            "expected.raw",
-        ],
-    );
+    check_and_compare(&dir, &["ovl.qcow2"], "ovl.qcow2", &expected);
     // The base is untouched.
     assert!(std::fs::read(dir.join("base.raw")).unwrap() == common::pattern(BASE_SIZE));
 }
@@ -85,20 +71,7 @@ fn overlay_writes_fall_through_and_check_clean() {
 fn two_level_chain_and_direct_io() {
     let dir = TempDir::new("chain2");
     let mut expected = make_chain(&dir);
-    qemu_img_ok(
-        dir.path(),
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            "ovl.qcow2",
-            "top.qcow2",
-        ],
-    );
+    create_overlay(&dir, "ovl.qcow2", "qcow2", "top.qcow2");
     let mut opts = OpenOptions::new(dir.join("top.qcow2"));
     opts.direct = true;
     let mut graph = BlockGraph::new();
@@ -119,20 +92,5 @@ fn two_level_chain_and_direct_io() {
     assert!(got == expected);
     drop(blk);
     drop(graph);
-    std::fs::write(dir.join("expected.raw"), &expected).unwrap();
-    qemu_img_ok(dir.path(), &["check", "-q", "top.qcow2"]);
-    qemu_img_ok(dir.path(), &["check", "-q", "ovl.qcow2"]);
-    qemu_img_ok(
-        dir.path(),
-        &[
-            "compare",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "top.qcow2",
-            "expected.raw",
-        ],
-    );
+    check_and_compare(&dir, &["top.qcow2", "ovl.qcow2"], "top.qcow2", &expected);
 }

@@ -66,10 +66,8 @@ pub fn pattern(len: usize) -> Vec<u8> {
 
 pub const BASE_SIZE: usize = 4 << 20;
 
-/// Creates `base.raw` (pattern) and `ovl.qcow2` over it in `dir`; returns the base contents.
-pub fn make_chain(dir: &TempDir) -> Vec<u8> {
-    let base = pattern(BASE_SIZE);
-    std::fs::write(dir.join("base.raw"), &base).unwrap();
+/// Creates the qcow2 `name` in `dir` over `backing` (of format `backing_format`).
+pub fn create_overlay(dir: &TempDir, backing: &str, backing_format: &str, name: &str) {
     qemu_img_ok(
         dir.path(),
         &[
@@ -78,11 +76,40 @@ pub fn make_chain(dir: &TempDir) -> Vec<u8> {
             "-f",
             "qcow2",
             "-F",
-            "raw",
+            backing_format,
             "-b",
-            "base.raw",
-            "ovl.qcow2",
+            backing,
+            name,
         ],
     );
+}
+
+/// `qemu-img check` of every image in `checked`, then `qemu-img compare` of the qcow2 `image`
+/// with the raw `expected` contents.
+pub fn check_and_compare(dir: &TempDir, checked: &[&str], image: &str, expected: &[u8]) {
+    std::fs::write(dir.join("expected.raw"), expected).unwrap();
+    for name in checked {
+        qemu_img_ok(dir.path(), &["check", "-q", name]);
+    }
+    qemu_img_ok(
+        dir.path(),
+        &[
+            "compare",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            image,
+            "expected.raw",
+        ],
+    );
+}
+
+/// Creates `base.raw` (pattern) and `ovl.qcow2` over it in `dir`; returns the base contents.
+pub fn make_chain(dir: &TempDir) -> Vec<u8> {
+    let base = pattern(BASE_SIZE);
+    std::fs::write(dir.join("base.raw"), &base).unwrap();
+    create_overlay(dir, "base.raw", "raw", "ovl.qcow2");
     base
 }

@@ -43,8 +43,9 @@ void pci_write16(const struct pci_dev *d, unsigned off, uint16_t v)
     pci_write32(d, off & ~3u, dw);
 }
 
-/* First function on bus 0 with this vendor and one of the two device IDs. */
-bool pci_find(uint16_t vendor, uint16_t dev_a, uint16_t dev_b, struct pci_dev *out)
+/* Calls visit(dev, fn, id, ctx) for every function present on bus 0, in order, until it
+ * returns true; returns whether one did. */
+static bool pci_walk(bool (*visit)(unsigned dev, unsigned fn, uint32_t id, void *ctx), void *ctx)
 {
     for (unsigned dev = 0; dev < 32; dev++) {
         unsigned nfn = 1;
@@ -56,19 +57,38 @@ bool pci_find(uint16_t vendor, uint16_t dev_a, uint16_t dev_b, struct pci_dev *o
                 continue;
             }
             if (fn == 0 && (cfg_read32(0, dev, 0, 0x0c) & 0x00800000))
-                nfn = 8;
-            uint16_t v = (uint16_t)id, d = (uint16_t)(id >> 16);
-            if (v == vendor && (d == dev_a || d == dev_b)) {
-                memset(out, 0, sizeof(*out));
-                out->dev = (uint8_t)dev;
-                out->fn = (uint8_t)fn;
-                out->vendor = v;
-                out->device = d;
+                nfn = 8;                    /* multi-function device */
+            if (visit(dev, fn, id, ctx))
                 return true;
-            }
         }
     }
     return false;
+}
+
+struct find_ctx {
+    uint16_t vendor, dev_a, dev_b;
+    struct pci_dev *out;
+};
+
+static bool find_visit(unsigned dev, unsigned fn, uint32_t id, void *ctx)
+{
+    struct find_ctx *f = ctx;
+    uint16_t v = (uint16_t)id, d = (uint16_t)(id >> 16);
+    if (v != f->vendor || (d != f->dev_a && d != f->dev_b))
+        return false;
+    memset(f->out, 0, sizeof(*f->out));
+    f->out->dev = (uint8_t)dev;
+    f->out->fn = (uint8_t)fn;
+    f->out->vendor = v;
+    f->out->device = d;
+    return true;
+}
+
+/* First function on bus 0 with this vendor and one of the two device IDs. */
+bool pci_find(uint16_t vendor, uint16_t dev_a, uint16_t dev_b, struct pci_dev *out)
+{
+    struct find_ctx f = { vendor, dev_a, dev_b, out };
+    return pci_walk(find_visit, &f);
 }
 
 /* Offset of the first capability with this ID (0: none); `from` = 0 to start,
@@ -215,6 +235,15 @@ void pci_io_write32(unsigned dev, unsigned fn, unsigned off, uint32_t v)
     outl(0xCFC, v);
 }
 
+static bool print_visit(unsigned dev, unsigned fn, uint32_t id, void *ctx)
+{
+    uint32_t cls = cfg_read32(0, dev, fn, 0x08);
+    kprintf("pci: 00:%02x.%u %04x:%04x class=%02x.%02x\n", dev, fn, id & 0xffff, id >> 16,
+            cls >> 24, (cls >> 16) & 0xff);
+    (*(unsigned *)ctx)++;
+    return false;
+}
+
 void pci_scan(void)
 {
     unsigned count = 0;
@@ -227,22 +256,6 @@ void pci_scan(void)
         acpi.ecam_bus_end = (uint8_t)((esize >> 20) > 256 ? 255 : (esize >> 20) - 1);
         kprintf("pci: ecam=0x%lx buses=0-%u (dsdt)\n", ebase, acpi.ecam_bus_end);
     }
-    for (unsigned dev = 0; dev < 32; dev++) {
-        unsigned nfn = 1;
-        for (unsigned fn = 0; fn < nfn; fn++) {
-            uint32_t id = cfg_read32(0, dev, fn, 0);
-            if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0) {
-                if (fn == 0)
-                    break;
-                continue;
-            }
-            if (fn == 0 && (cfg_read32(0, dev, 0, 0x0c) & 0x00800000))
-                nfn = 8;                    /* multi-function device */
-            uint32_t cls = cfg_read32(0, dev, fn, 0x08);
-            kprintf("pci: 00:%02x.%u %04x:%04x class=%02x.%02x\n", dev, fn, id & 0xffff, id >> 16,
-                    cls >> 24, (cls >> 16) & 0xff);
-            count++;
-        }
-    }
+    pci_walk(print_visit, &count);
     kprintf("pci: devices=%u\n", count);
 }
