@@ -213,6 +213,12 @@ def test_hmp(vm):
         cpus = await hmp("info cpus")
         assert re.fullmatch(r"\* CPU #0: thread_id=\d+\r\n  CPU #1: thread_id=\d+\r\n", cpus)
         assert "serial0: filename=stdio" in await hmp("info chardev")
+        one = await qmp.execute("human-monitor-command",
+                                {"command-line": "info cpus", "cpu-index": 1})
+        assert one.startswith("  CPU #0") and "* CPU #1" in one
+        with pytest.raises(ExecuteError):
+            await qmp.execute("human-monitor-command",
+                              {"command-line": "info cpus", "cpu-index": -1})
         assert "system_powerdown" in await hmp("help")
         assert await hmp("stop") == ""
         assert (await qmp.events.get())["event"] == "STOP"

@@ -189,9 +189,11 @@ pub fn register(reg: &mut Registry, ctx: Arc<CommandContext>) {
 
     let c = ctx;
     reg.register::<cmd::HumanMonitorCommand, _>(move |call, args, reply| {
-        let current = args
-            .cpu_index
-            .map_or_else(|| c.current_cpu(call.monitor), |i| i as u32);
+        let current = match args.cpu_index {
+            None => c.current_cpu(call.monitor),
+            Some(i) if (0..i64::from(c.cpus)).contains(&i) => i as u32,
+            Some(_) => return reply.err(QmpError::generic("Invalid CPU index")),
+        };
         match hmp::parse(&args.command_line, &c.facts) {
             HmpCommand::Text(text) => reply.ok(text),
             HmpCommand::Vmm(action, kind) => call_hmp(&c.api, action, kind, current, reply),
