@@ -9,6 +9,7 @@ use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::Kvm;
 use petrel_arch::layout::{LayoutError, MemoryLayout};
 use petrel_arch::topology::Topology;
+use petrel_arch::GuestMemoryMmap;
 use thiserror::Error;
 
 use crate::api::{
@@ -198,10 +199,11 @@ fn setup_and_run(
         // Monitors come first: a `wait=on` monitor holds the start until its client is there.
         let frontend = Frontend::start(cfg, api_tx, status_cell.clone())?;
         let serials = open_serials(cfg)?;
+        let mem = Arc::new(vm::memory::create(&boot_cfg.layout).map_err(VmError::from)?);
         let devices = DeviceManager::new(serials, &boot_cfg.layout, start, frontend.events())?;
-        Ok::<_, MachineError>((pidfile, frontend, devices, signals))
+        Ok::<_, MachineError>((pidfile, frontend, mem, devices, signals))
     })();
-    let (_pidfile, frontend, mut devices, signals) = match prepared {
+    let (_pidfile, frontend, mem, mut devices, signals) = match prepared {
         Ok(p) => p,
         Err(e) => return Err(fail(e, notifier)),
     };
@@ -233,6 +235,7 @@ fn setup_and_run(
     let ctx = VmContext {
         kvm: &kvm,
         cfg: &boot_cfg,
+        mem: &mem,
         cpuid: &cpuid,
         devices: &devices,
         run_state: &run_state,
@@ -249,6 +252,7 @@ fn setup_and_run(
         kvm,
         cpuid,
         boot_cfg,
+        mem,
         devices,
         run_state,
         vcpu_events,
@@ -290,6 +294,7 @@ struct Machine {
     kvm: Kvm,
     cpuid: kvm_bindings::CpuId,
     boot_cfg: BootConfig,
+    mem: Arc<GuestMemoryMmap>,
     devices: DeviceManager,
     run_state: Arc<RunState>,
     vcpu_events: Arc<VcpuEvents>,
@@ -474,6 +479,7 @@ impl Machine {
         VmContext {
             kvm: &self.kvm,
             cfg: &self.boot_cfg,
+            mem: &self.mem,
             cpuid: &self.cpuid,
             devices: &self.devices,
             run_state: &self.run_state,

@@ -44,8 +44,8 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        // SAFETY: the region is a live mapping owned by `mem`, which outlives the VM: the VM
-        // instance holds both and drops the VM fd first.
+        // SAFETY: the region is a live mapping owned by `mem`, which outlives the VM: every
+        // `Vm` holds a reference to the RAM and drops its VM fd first.
         unsafe { vm.set_user_memory_region(r) }.map_err(|e| MemoryError::Slot(slot, e))?;
     }
     Ok(())

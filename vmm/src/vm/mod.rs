@@ -1,5 +1,6 @@
-//! One boot of the guest: the KVM VM, its RAM, its vCPU threads. A guest reset throws this away
-//! and builds a new one over the same devices.
+//! One boot of the guest: the KVM VM and its vCPU threads. A guest reset throws this away and
+//! builds a new one over the same RAM and devices (devices hold the RAM for DMA, so it lives as
+//! long as the process, as in QEMU, where a reset does not clear RAM either).
 
 pub mod devices;
 pub mod memory;
@@ -72,12 +73,12 @@ pub struct BootConfig {
 }
 
 /// A booted guest. Field order is drop order: threads stop before the VM fd closes, and the VM
-/// fd closes before guest RAM is unmapped.
+/// fd closes before this reference to guest RAM goes.
 pub struct Vm {
     vcpus: Vec<VcpuHandle>,
     /// Shared only weakly (by the MSI routing), so dropping it closes the VM.
     fd: Option<Arc<VmFd>>,
-    mem: GuestMemoryMmap,
+    mem: Arc<GuestMemoryMmap>,
     tables: acpi::AcpiTables,
 }
 
@@ -127,6 +128,8 @@ pub struct VmContext<'a> {
     pub kvm: &'a Kvm,
     /// What to boot.
     pub cfg: &'a BootConfig,
+    /// Guest RAM, shared with the devices.
+    pub mem: &'a Arc<GuestMemoryMmap>,
     /// CPUID KVM supports.
     pub cpuid: &'a CpuId,
     /// The platform devices.
@@ -142,7 +145,7 @@ impl Vm {
     /// paused).
     pub fn boot(ctx: &VmContext) -> Result<Vm, VmError> {
         let cfg = ctx.cfg;
-        let mem = memory::create(&cfg.layout)?;
+        let mem = ctx.mem.clone();
         let fd = create_fd(ctx.kvm, &mem, ctx.devices)?;
         let e820 = e820::build(&cfg.layout);
         let apic_ids: Vec<u32> = (0..cfg.cpus).map(|i| cfg.topology.apic_id(i)).collect();
@@ -176,7 +179,7 @@ impl Vm {
             .waking_vector(&self.mem)
             .ok_or(VmError::NoWakingVector)?;
         let fd = create_fd(ctx.kvm, &self.mem, ctx.devices)?;
-        let mem = std::mem::take(&mut self.mem);
+        let mem = self.mem.clone();
         let tables = self.tables.clone();
         Vm::start(ctx, fd, mem, tables, EntryMode::RealMode { vector })
     }
@@ -184,7 +187,7 @@ impl Vm {
     fn start(
         ctx: &VmContext,
         fd: Arc<VmFd>,
-        mem: GuestMemoryMmap,
+        mem: Arc<GuestMemoryMmap>,
         tables: acpi::AcpiTables,
         entry: EntryMode,
     ) -> Result<Vm, VmError> {
