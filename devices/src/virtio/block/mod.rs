@@ -7,6 +7,7 @@
 //! one I/O thread, `virtio-blk-<id>`, which waits on the queues' notify
 //! eventfds and serves the requests (see [`worker`]).
 
+pub mod policy;
 mod worker;
 
 #[cfg(test)]
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_blk;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+pub use policy::{ErrorAction, ErrorOutcome, ErrorPolicy};
 
 use super::{
     ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError, VirtioInterrupt,
