@@ -7,11 +7,13 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use imago::format::PreallocateMode;
 
 use crate::node::{BlockNode, NodeError};
 use crate::stats::{Acct, BlockStats, IoKind};
+use crate::throttle::{Throttle, ThrottleConfig, ThrottleError};
 
 /// Errors of backend I/O.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,7 @@ pub struct BlockBackend {
     root: Arc<BlockNode>,
     read_only: bool,
     stats: BlockStats,
+    throttle: Throttle,
 }
 
 impl BlockBackend {
@@ -71,6 +74,7 @@ impl BlockBackend {
             read_only: read_only || root.read_only(),
             root,
             stats: BlockStats::new(),
+            throttle: Throttle::new(),
         })
     }
 
@@ -92,6 +96,36 @@ impl BlockBackend {
     /// The I/O statistics.
     pub fn stats(&self) -> &BlockStats {
         &self.stats
+    }
+
+    /// Sets the I/O limits (QMP `block_set_io_throttle`); all-zero rates remove them.
+    ///
+    /// As in QEMU, a throttled backend belongs to a group: the one `config` names,
+    /// else the one it is already in, else one named after the backend. (Groups are
+    /// names only: each backend has its own buckets.)
+    pub fn set_throttle(&self, mut config: ThrottleConfig) -> Result<(), ThrottleError> {
+        if !config.is_enabled() {
+            config.group = None;
+        } else if config.group.is_none() {
+            config.group = Some(
+                self.throttle
+                    .config()
+                    .group
+                    .unwrap_or_else(|| self.name.clone()),
+            );
+        }
+        self.throttle.set_config(config)
+    }
+
+    /// The I/O limits in force, with the group name when throttled.
+    pub fn throttle_config(&self) -> ThrottleConfig {
+        self.throttle.config()
+    }
+
+    /// Asks to do a request of `bytes` now: `Ok` means go (it is accounted), `Err(d)` means
+    /// ask again after `d` (nothing is accounted). I/O methods do not call this themselves.
+    pub fn throttle_admit(&self, write: bool, bytes: u64) -> Result<(), Duration> {
+        self.throttle.admit(write, bytes)
     }
 
     /// Disk size in bytes.

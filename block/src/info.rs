@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 
+use crate::backend::BlockBackend;
 use crate::image::{self, LayerInfo};
 use crate::node::{BlockGraph, BlockNode, NodeDriver, NodeError};
+use crate::throttle::ThrottleConfig;
 
 /// QAPI `BlockdevCacheInfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,6 +49,108 @@ pub struct ImageInfo {
     pub backing_image: Option<Box<ImageInfo>>,
 }
 
+/// The throttling members of QAPI `BlockDeviceInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ThrottleInfo {
+    /// Total bytes/s limit (0: none).
+    pub bps: u64,
+    /// Read bytes/s limit.
+    pub bps_rd: u64,
+    /// Write bytes/s limit.
+    pub bps_wr: u64,
+    /// Total operations/s limit.
+    pub iops: u64,
+    /// Read operations/s limit.
+    pub iops_rd: u64,
+    /// Write operations/s limit.
+    pub iops_wr: u64,
+    /// Total bytes/s burst limit, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps_max: Option<u64>,
+    /// Read bytes/s burst limit, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps_rd_max: Option<u64>,
+    /// Write bytes/s burst limit, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps_wr_max: Option<u64>,
+    /// Total operations/s burst limit, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_max: Option<u64>,
+    /// Read operations/s burst limit, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_rd_max: Option<u64>,
+    /// Write operations/s burst limit, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_wr_max: Option<u64>,
+    /// Seconds `bps_max` lasts, with `bps_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps_max_length: Option<u64>,
+    /// Seconds `bps_rd_max` lasts, with `bps_rd_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps_rd_max_length: Option<u64>,
+    /// Seconds `bps_wr_max` lasts, with `bps_wr_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bps_wr_max_length: Option<u64>,
+    /// Seconds `iops_max` lasts, with `iops_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_max_length: Option<u64>,
+    /// Seconds `iops_rd_max` lasts, with `iops_rd_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_rd_max_length: Option<u64>,
+    /// Seconds `iops_wr_max` lasts, with `iops_wr_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_wr_max_length: Option<u64>,
+    /// Operation size for iops accounting, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops_size: Option<u64>,
+    /// Throttle group, when throttled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl From<&ThrottleConfig> for ThrottleInfo {
+    /// As QEMU's `bdrv_block_device_info`: rates always, a burst rate and its length
+    /// only when the burst rate is set, `iops_size` when not 0, and the group.
+    fn from(config: &ThrottleConfig) -> Self {
+        // Validated configurations hold no negative values.
+        let rate = |v: i64| u64::try_from(v).unwrap_or(0);
+        let burst = |max: i64, length: u64| {
+            let max = rate(max);
+            (max != 0).then_some((max, length)).unzip()
+        };
+        let (bps_max, bps_max_length) = burst(config.bps_max, config.bps_max_length);
+        let (bps_rd_max, bps_rd_max_length) = burst(config.bps_rd_max, config.bps_rd_max_length);
+        let (bps_wr_max, bps_wr_max_length) = burst(config.bps_wr_max, config.bps_wr_max_length);
+        let (iops_max, iops_max_length) = burst(config.iops_max, config.iops_max_length);
+        let (iops_rd_max, iops_rd_max_length) =
+            burst(config.iops_rd_max, config.iops_rd_max_length);
+        let (iops_wr_max, iops_wr_max_length) =
+            burst(config.iops_wr_max, config.iops_wr_max_length);
+        ThrottleInfo {
+            bps: rate(config.bps),
+            bps_rd: rate(config.bps_rd),
+            bps_wr: rate(config.bps_wr),
+            iops: rate(config.iops),
+            iops_rd: rate(config.iops_rd),
+            iops_wr: rate(config.iops_wr),
+            bps_max,
+            bps_rd_max,
+            bps_wr_max,
+            iops_max,
+            iops_rd_max,
+            iops_wr_max,
+            bps_max_length,
+            bps_rd_max_length,
+            bps_wr_max_length,
+            iops_max_length,
+            iops_rd_max_length,
+            iops_wr_max_length,
+            iops_size: (config.iops_size != 0).then_some(config.iops_size),
+            group: config.group.clone(),
+        }
+    }
+}
+
 /// QAPI `BlockDeviceInfo`, one entry of `query-named-block-nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockDeviceInfo {
@@ -68,21 +172,12 @@ pub struct BlockDeviceInfo {
     pub encrypted: bool,
     /// Zero detection (`off`).
     pub detect_zeroes: String,
-    /// Throttling limits (petrel has none yet): total bytes/s.
-    pub bps: u64,
-    /// Read bytes/s limit.
-    pub bps_rd: u64,
-    /// Write bytes/s limit.
-    pub bps_wr: u64,
-    /// Total operations/s limit.
-    pub iops: u64,
-    /// Read operations/s limit.
-    pub iops_rd: u64,
-    /// Write operations/s limit.
-    pub iops_wr: u64,
+    /// Throttling limits, flattened into this object as QEMU has them.
+    #[serde(flatten)]
+    pub throttle: ThrottleInfo,
     /// Cache mode.
     pub cache: CacheInfo,
-    /// Write threshold (none).
+    /// Write threshold in bytes (0: none).
     pub write_threshold: u64,
     /// The image.
     pub image: ImageInfo,
@@ -124,7 +219,10 @@ fn backing_depth(graph: &BlockGraph, node: &BlockNode) -> u64 {
     depth
 }
 
-/// Describes the node `name`.
+/// Describes the node `name` as `query-named-block-nodes` does.
+///
+/// As in QEMU, a node described on its own reports no throttling (QEMU asks
+/// without a backend); use [`describe_backend`] for a backend's root.
 pub fn describe(graph: &BlockGraph, name: &str) -> Result<BlockDeviceInfo, NodeError> {
     let node = graph
         .get(name)
@@ -140,12 +238,7 @@ pub fn describe(graph: &BlockGraph, name: &str) -> Result<BlockDeviceInfo, NodeE
         backing_file_depth: backing_depth(graph, &node),
         encrypted: false,
         detect_zeroes: "off".to_string(),
-        bps: 0,
-        bps_rd: 0,
-        bps_wr: 0,
-        iops: 0,
-        iops_rd: 0,
-        iops_wr: 0,
+        throttle: ThrottleInfo::default(),
         cache: CacheInfo {
             writeback: true,
             direct: layer.direct,
@@ -154,6 +247,20 @@ pub fn describe(graph: &BlockGraph, name: &str) -> Result<BlockDeviceInfo, NodeE
         write_threshold: 0,
         image,
     })
+}
+
+/// Describes the root node of `backend` with the backend's I/O limits, as the
+/// `inserted` member of `query-block` does.
+pub fn describe_backend(
+    graph: &BlockGraph,
+    backend: &BlockBackend,
+) -> Result<BlockDeviceInfo, NodeError> {
+    let mut info = describe(graph, backend.root().node_name())?;
+    let config = backend.throttle_config();
+    if config.is_enabled() {
+        info.throttle = ThrottleInfo::from(&config);
+    }
+    Ok(info)
 }
 
 /// Describes every node, in creation order (`query-named-block-nodes`).

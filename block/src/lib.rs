@@ -5,7 +5,7 @@
 //! nodes in a [`node::BlockGraph`] (a format node over a `file` protocol node,
 //! linked to its backing node), and a device reaches its disk through a
 //! [`backend::BlockBackend`] on a root node, which enforces read-only access,
-//! checks bounds and keeps the I/O statistics QMP reports.
+//! checks bounds, keeps the I/O statistics QMP reports and applies [`throttle`] limits.
 //!
 //! Image access goes through [imago](https://docs.rs/imago) in its synchronous
 //! mode; every call blocks the calling (I/O) thread.
@@ -16,8 +16,10 @@ pub mod image;
 pub mod info;
 pub mod node;
 pub mod stats;
+pub mod throttle;
 
 pub use backend::{BackendError, BlockBackend};
 pub use image::{ImageError, ImageFormat, OpenOptions};
 pub use node::{BlockGraph, BlockNode, NodeDriver, NodeError};
 pub use stats::{BlockStats, BlockStatsSnapshot};
+pub use throttle::{ThrottleConfig, ThrottleError};
