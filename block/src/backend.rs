@@ -12,40 +12,12 @@ use std::time::Duration;
 use imago::format::PreallocateMode;
 
 use crate::node::{BlockNode, NodeError};
+
+mod error;
+
 use crate::stats::{Acct, BlockStats, IoKind};
 use crate::throttle::{Throttle, ThrottleConfig, ThrottleError};
-
-/// Errors of backend I/O.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// The backend is read-only.
-    #[error("Block node is read-only")]
-    ReadOnly,
-    /// The request reaches past the end of the disk.
-    #[error("Request {offset}+{len} is beyond the end of the disk ({size})")]
-    OutOfRange {
-        /// Request start.
-        offset: u64,
-        /// Request length.
-        len: u64,
-        /// Disk size.
-        size: u64,
-    },
-    /// A smaller size was asked of `resize`.
-    #[error("Cannot shrink the disk from {size} to {new_size}")]
-    Shrink {
-        /// Current size.
-        size: u64,
-        /// Requested size.
-        new_size: u64,
-    },
-    /// The node cannot serve the request.
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    /// The image driver failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
-}
+pub use error::BackendError;
 
 /// A block backend (QEMU's `BlockBackend`): what a device attaches to.
 #[derive(Debug)]

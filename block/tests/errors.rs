@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{make_chain, qemu_img_ok, TempDir};
+use common::{create_qcow2, make_chain, qemu_img_ok, TempDir};
 use petrel_block::header::HeaderError;
 use petrel_block::image::{self, ImageError};
 use petrel_block::{BlockBackend, BlockGraph, ImageFormat, NodeError, OpenOptions};
@@ -62,10 +62,7 @@ fn truncated_qcow2_header() {
 #[test]
 fn corrupt_qcow2_metadata() {
     let dir = TempDir::new("err-corrupt");
-    qemu_img_ok(
-        dir.path(),
-        &["create", "-q", "-f", "qcow2", "c.qcow2", "1M"],
-    );
+    create_qcow2(dir.path(), "c.qcow2", "1M");
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("c.qcow2"))
@@ -166,10 +163,7 @@ fn file_node_cannot_back_a_backend() {
 #[test]
 fn backing_loop_is_too_deep() {
     let dir = TempDir::new("err-loop");
-    qemu_img_ok(
-        dir.path(),
-        &["create", "-q", "-f", "qcow2", "a.qcow2", "1M"],
-    );
+    create_qcow2(dir.path(), "a.qcow2", "1M");
     qemu_img_ok(
         dir.path(),
         &[

@@ -57,6 +57,11 @@ pub fn qemu_img_ok(dir: &Path, args: &[&str]) -> String {
     text
 }
 
+/// Creates an empty qcow2 image `name` of `size` (qemu-img syntax) in `dir`.
+pub fn create_qcow2(dir: &Path, name: &str, size: &str) {
+    qemu_img_ok(dir, &["create", "-q", "-f", "qcow2", name, size]);
+}
+
 /// The known pattern of the raw base image.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len)
