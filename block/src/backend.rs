@@ -121,10 +121,28 @@ impl BlockBackend {
         } else {
             self.check_range(offset, len)
         };
-        if check.is_err() {
-            self.stats.invalid(kind);
+        match check {
+            Err(_) => self.stats.invalid(kind),
+            Ok(()) if write => self.root.before_write(offset, len),
+            Ok(()) => {}
         }
         check
+    }
+
+    /// Ends a write-type request of `len` bytes at `offset`: records it and checks the
+    /// thresholds below the root that depend on where it landed.
+    fn wrote<T>(
+        &self,
+        offset: u64,
+        len: u64,
+        acct: Acct,
+        result: io::Result<T>,
+    ) -> Result<T, BackendError> {
+        if result.is_ok() {
+            self.stats.wrote_up_to(offset + len);
+            self.root.after_write(offset, len);
+        }
+        self.account(acct, result)
     }
 
     /// Finishes accounting `acct` according to `result`.
@@ -156,12 +174,8 @@ impl BlockBackend {
         let len = buf.len() as u64;
         self.admit(IoKind::Write, offset, len, true)?;
         let acct = self.stats.start(IoKind::Write, len);
-        let access = self.root.access()?;
-        let result = access.write(buf, offset);
-        if result.is_ok() {
-            self.stats.wrote_up_to(offset + len);
-        }
-        self.account(acct, result)
+        let result = self.root.access()?.write(buf, offset);
+        self.wrote(offset, len, acct, result)
     }
 
     /// Makes completed writes durable: flushes imago's caches and syncs the files.
@@ -178,11 +192,14 @@ impl BlockBackend {
     pub fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
         self.admit(IoKind::Unmap, offset, len, true)?;
         let acct = self.stats.start(IoKind::Unmap, len);
-        let mut access = self.root.access_mut()?;
-        let result = match access.discard_to_any(offset, len) {
+        let result = match self
+            .root
+            .with_image_mut(|image| image.discard_to_any(offset, len))?
+        {
             Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
             other => other,
         };
+        self.root.after_write(offset, len);
         self.account(acct, result)
     }
 
@@ -191,14 +208,12 @@ impl BlockBackend {
         self.admit(IoKind::Write, offset, len, true)?;
         let acct = self.stats.start(IoKind::Write, len);
         let result = if may_unmap {
-            self.root.access_mut()?.discard_to_zero(offset, len)
+            self.root
+                .with_image_mut(|image| image.discard_to_zero(offset, len))?
         } else {
             self.root.access()?.write_zeroes(offset, len)
         };
-        if result.is_ok() {
-            self.stats.wrote_up_to(offset + len);
-        }
-        self.account(acct, result)
+        self.wrote(offset, len, acct, result)
     }
 
     /// Grows the disk to `new_size` bytes; the new range reads as zeroes.
@@ -206,12 +221,13 @@ impl BlockBackend {
         if self.read_only {
             return Err(BackendError::ReadOnly);
         }
-        let mut access = self.root.access_mut()?;
-        let size = access.size();
-        if new_size < size {
-            return Err(BackendError::Shrink { size, new_size });
-        }
-        access.resize(new_size, PreallocateMode::Zero)?;
-        Ok(())
+        self.root.with_image_mut(|image| {
+            let size = image.size();
+            if new_size < size {
+                return Err(BackendError::Shrink { size, new_size });
+            }
+            image.resize(new_size, PreallocateMode::Zero)?;
+            Ok(())
+        })?
     }
 }

@@ -1,7 +1,12 @@
-//! Peeking at a qcow2 header: format probing and the few fields imago does not expose.
+//! Peeking at a qcow2 header: format probing and the few fields imago does not expose;
+//! and rewriting the backing file name, which imago treats as immutable.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+
+mod backing_name;
+
+pub(crate) use backing_name::set_backing_name;
 
 /// The qcow2 magic, `QFI\xfb`.
 pub const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";

@@ -98,6 +98,9 @@ pub enum ImageError {
     /// The backing chain is longer than [`MAX_CHAIN_DEPTH`].
     #[error("Backing chain of '{0}' is too deep")]
     ChainTooDeep(PathBuf),
+    /// A backing image was given for a format without backing files (QAPI's wording).
+    #[error("Parameter 'backing' is unexpected")]
+    UnexpectedBacking,
 }
 
 /// An image format petrel opens.
@@ -185,6 +188,18 @@ pub struct LayerInfo {
     pub full_backing_filename: Option<PathBuf>,
 }
 
+/// Where a qcow2 layer's backing image comes from (`-blockdev`'s `backing`).
+#[derive(Default)]
+pub enum BackingSource {
+    /// Open the file the header names, and its chain (the default).
+    #[default]
+    FromHeader,
+    /// None: unallocated clusters read as zeroes (`backing: null`).
+    None,
+    /// This already open image.
+    Image(Arc<ImageAccess>),
+}
+
 /// An opened image: the top layer, writable or not, and its read-only backing chain.
 pub struct Image {
     /// About this layer.
@@ -243,7 +258,15 @@ pub fn actual_size(path: &Path) -> Option<u64> {
 
 /// Opens the image described by `opts`, with its backing chain.
 pub fn open(opts: &OpenOptions) -> Result<Image, ImageError> {
-    let layer = open_layer(opts, 0)?;
+    open_with(opts, BackingSource::FromHeader)
+}
+
+/// Opens the image described by `opts` over the backing image `backing` says.
+///
+/// Only with [`BackingSource::FromHeader`] does [`Image::backing`] hold the layers
+/// opened; a raw image refuses [`BackingSource::Image`].
+pub fn open_with(opts: &OpenOptions, backing: BackingSource) -> Result<Image, ImageError> {
+    let layer = open_layer(opts, 0, backing)?;
     Ok(Image {
         info: layer.info,
         access: layer.access,
@@ -252,7 +275,11 @@ pub fn open(opts: &OpenOptions) -> Result<Image, ImageError> {
 }
 
 /// Opens one layer and, recursively, the layers below it.
-fn open_layer(opts: &OpenOptions, depth: usize) -> Result<Layer, ImageError> {
+fn open_layer(
+    opts: &OpenOptions,
+    depth: usize,
+    source: BackingSource,
+) -> Result<Layer, ImageError> {
     let path = opts.path.as_path();
     if depth > MAX_CHAIN_DEPTH {
         return Err(ImageError::ChainTooDeep(path.to_path_buf()));
@@ -312,6 +339,9 @@ fn open_layer(opts: &OpenOptions, depth: usize) -> Result<Layer, ImageError> {
     };
 
     let (access, backing) = match format {
+        ImageFormat::Raw if matches!(source, BackingSource::Image(_)) => {
+            return Err(ImageError::UnexpectedBacking)
+        }
         ImageFormat::Raw => {
             let raw = Raw::builder(storage)
                 .write(!opts.read_only)
@@ -336,15 +366,27 @@ fn open_layer(opts: &OpenOptions, depth: usize) -> Result<Layer, ImageError> {
             }
             info.backing_filename = qcow2.implicit_backing_file().cloned();
             info.backing_format = qcow2.implicit_backing_format().cloned();
-            let backing = match &info.backing_filename {
-                Some(name) => {
-                    let full = resolve_backing(path, name);
-                    info.full_backing_filename = Some(full.clone());
-                    let backing = open_backing(&info, full, opts.direct, depth)?;
+            info.full_backing_filename = info
+                .backing_filename
+                .as_deref()
+                .map(|name| resolve_backing(path, name));
+            let backing = match (source, &info.full_backing_filename) {
+                (BackingSource::FromHeader, Some(full)) => {
+                    let backing = open_backing(&info, full.clone(), opts.direct, depth)?;
                     qcow2.set_backing(Some(Arc::clone(&backing.access)));
                     Some(backing)
                 }
-                None => None,
+                (BackingSource::FromHeader, None) => None,
+                (BackingSource::None, _) => {
+                    // QEMU reports no backing file name for a node opened without backing.
+                    info.backing_filename = None;
+                    info.full_backing_filename = None;
+                    None
+                }
+                (BackingSource::Image(image), _) => {
+                    qcow2.set_backing(Some(image));
+                    None
+                }
             };
             (FormatAccess::new(qcow2), backing)
         }
@@ -377,7 +419,7 @@ fn open_backing(
         read_only: true,
         direct,
     };
-    let layer = match open_layer(&opts, depth + 1) {
+    let layer = match open_layer(&opts, depth + 1, BackingSource::FromHeader) {
         Ok(layer) => layer,
         Err(ImageError::NotFound(_)) => {
             return Err(ImageError::BackingMissing {

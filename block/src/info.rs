@@ -185,7 +185,7 @@ pub struct BlockDeviceInfo {
 
 /// Describes one layer of a node as QAPI `ImageInfo`, recursing down the backing chain.
 fn image_info(graph: &BlockGraph, node: &BlockNode) -> ImageInfo {
-    let layer: &LayerInfo = node.layer();
+    let layer: LayerInfo = node.layer();
     let format_node = node.driver() != NodeDriver::File;
     let backing_image = node
         .backing_child()
@@ -244,7 +244,7 @@ pub fn describe(graph: &BlockGraph, name: &str) -> Result<BlockDeviceInfo, NodeE
             direct: layer.direct,
             no_flush: false,
         },
-        write_threshold: 0,
+        write_threshold: node.write_threshold(),
         image,
     })
 }

@@ -6,20 +6,25 @@
 //! linked to its backing node), and a device reaches its disk through a
 //! [`backend::BlockBackend`] on a root node, which enforces read-only access,
 //! checks bounds, keeps the I/O statistics QMP reports and applies [`throttle`] limits.
+//! Nodes carry write thresholds ([`threshold`]), and a qcow2 node's recorded backing
+//! file name can be changed ([`BlockGraph::change_backing_file`]).
 //!
 //! Image access goes through [imago](https://docs.rs/imago) in its synchronous
 //! mode; every call blocks the calling (I/O) thread.
 
 pub mod backend;
+pub mod errno;
 pub mod header;
 pub mod image;
 pub mod info;
 pub mod node;
 pub mod stats;
+pub mod threshold;
 pub mod throttle;
 
 pub use backend::{BackendError, BlockBackend};
 pub use image::{ImageError, ImageFormat, OpenOptions};
-pub use node::{BlockGraph, BlockNode, NodeDriver, NodeError};
+pub use node::{BackingOption, BlockGraph, BlockNode, NodeDriver, NodeError, NodeOptions};
 pub use stats::{BlockStats, BlockStatsSnapshot};
+pub use threshold::{WriteThresholdEvent, WriteThresholdNotifier};
 pub use throttle::{ThrottleConfig, ThrottleError};

@@ -4,15 +4,26 @@
 //! `qcow2`) whose `file` child is a `file` protocol node, and links each format
 //! node to the format node of its backing image. Nodes are held by name; nodes
 //! opened implicitly (children, backing layers) and roots opened without a name
-//! get QEMU-style generated names `#block<N><RR>`.
+//! get QEMU-style generated names `#block<N><RR>`. `-blockdev` can name the
+//! `file` node, open without the backing file or link an open node as the
+//! backing layer ([`NodeOptions`]).
+
+mod backing_file;
+mod open;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
-use crate::image::{self, BackingImage, ImageAccess, ImageError, LayerInfo, OpenOptions};
+use imago::ShallowMapping;
+
+use crate::image::{self, ImageAccess, ImageError, LayerInfo, OpenOptions};
+use crate::threshold::{NotifierSlot, WriteThreshold, WriteThresholdNotifier};
+
+pub use backing_file::BackingFileError;
+pub use open::{BackingOption, NodeOptions};
 
 /// Longest node name QEMU accepts.
 const MAX_NODE_NAME_LEN: usize = 31;
@@ -49,6 +60,16 @@ pub enum NodeError {
     /// The operation needs exclusive access, which a backing layer cannot give.
     #[error("Node '{0}' is a backing layer and cannot be modified")]
     Shared(String),
+    /// `backing` names no node.
+    #[error("Could not open backing file: Cannot find device='{0}' nor node-name='{0}'")]
+    BackingNotFound(String),
+    /// A writable node cannot be shared as a backing layer (imago would let the overlay
+    /// read what another user writes under it).
+    #[error("Node '{0}' must be read-only to be used as a backing layer")]
+    BackingNotReadOnly(String),
+    /// `change-backing-file` failed.
+    #[error(transparent)]
+    BackingFile(#[from] BackingFileError),
 }
 
 /// A node's driver.
@@ -88,30 +109,14 @@ impl From<image::ImageFormat> for NodeDriver {
     }
 }
 
-/// How a format node holds its image.
-enum NodeImage {
-    /// The top of a chain: readers share the lock, discard and resize take it exclusively.
-    Owned(RwLock<ImageAccess>),
-    /// A backing layer, also held by the overlay above it; read-only.
-    Shared(Arc<ImageAccess>),
-}
-
 /// Read access to a node's image.
-pub(crate) enum AccessGuard<'a> {
-    /// Through the node's lock.
-    Locked(RwLockReadGuard<'a, ImageAccess>),
-    /// A shared backing layer.
-    Shared(&'a ImageAccess),
-}
+pub(crate) struct AccessGuard<'a>(RwLockReadGuard<'a, Arc<ImageAccess>>);
 
 impl std::ops::Deref for AccessGuard<'_> {
     type Target = ImageAccess;
 
     fn deref(&self) -> &ImageAccess {
-        match self {
-            AccessGuard::Locked(g) => g,
-            AccessGuard::Shared(a) => a,
-        }
+        &self.0
     }
 }
 
@@ -124,9 +129,16 @@ pub struct BlockNode {
     backing: Option<String>,
     read_only: bool,
     auto_named: bool,
-    /// The layer as opened; for a `file` node, that of its parent format node.
-    layer: LayerInfo,
-    image: Option<NodeImage>,
+    /// The layer as opened (or as `change-backing-file` left it); for a `file` node, that
+    /// of its parent format node.
+    layer: RwLock<LayerInfo>,
+    /// The image of a format node. Readers and writers share the lock; discard, resize and
+    /// reopening take it exclusively, which needs the `Arc` unshared: a backing layer is
+    /// also held by the overlay's qcow2 driver.
+    image: Option<RwLock<Arc<ImageAccess>>>,
+    threshold: Arc<WriteThreshold>,
+    /// The `file` child's threshold (format nodes).
+    file_threshold: Option<Arc<WriteThreshold>>,
 }
 
 impl fmt::Debug for BlockNode {
@@ -178,9 +190,60 @@ impl BlockNode {
         self.auto_named
     }
 
-    /// The image layer as opened.
-    pub fn layer(&self) -> &LayerInfo {
-        &self.layer
+    /// The image layer as opened, with the backing file name the header now has.
+    pub fn layer(&self) -> LayerInfo {
+        self.layer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the recorded layer information.
+    pub(crate) fn update_layer(&self, f: impl FnOnce(&mut LayerInfo)) {
+        f(&mut self.layer.write().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The write threshold in bytes (0: none).
+    pub fn write_threshold(&self) -> u64 {
+        self.threshold.get()
+    }
+
+    /// Arms the write threshold at `bytes` (QMP `block-set-write-threshold`); 0 disarms it.
+    pub fn set_write_threshold(&self, bytes: u64) {
+        self.threshold.set(bytes);
+    }
+
+    /// A write, write-zeroes or discard of `len` bytes at `offset` is about to reach the
+    /// node: checks its threshold, and that of a raw node's `file` child (same offsets).
+    pub(crate) fn before_write(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len);
+        self.threshold.check(end);
+        if self.driver == NodeDriver::Raw {
+            if let Some(file) = &self.file_threshold {
+                file.check(end);
+            }
+        }
+    }
+
+    /// The request of [`BlockNode::before_write`] is done: for qcow2, checks the `file`
+    /// child's threshold against where the range now lives in the image file.
+    ///
+    /// Only armed thresholds cost a mapping lookup. Data clusters are what counts;
+    /// metadata QEMU would also write (L2 tables, refcounts) is not seen.
+    pub(crate) fn after_write(&self, offset: u64, len: u64) {
+        let Some(file) = &self.file_threshold else {
+            return;
+        };
+        if self.driver != NodeDriver::Qcow2 || file.get() == 0 {
+            return;
+        }
+        let host_end = match self.access() {
+            Ok(access) => host_end(&access, offset, len),
+            Err(_) => None,
+        };
+        if let Some(end) = host_end {
+            file.check(end);
+        }
     }
 
     /// Size in bytes: the virtual disk size of a format node, the file length of a `file` node.
@@ -193,30 +256,76 @@ impl BlockNode {
 
     /// Shared access to the image, for reads and writes.
     pub(crate) fn access(&self) -> Result<AccessGuard<'_>, NodeError> {
-        match &self.image {
-            Some(NodeImage::Owned(lock)) => Ok(AccessGuard::Locked(
-                lock.read().unwrap_or_else(PoisonError::into_inner),
-            )),
-            Some(NodeImage::Shared(access)) => Ok(AccessGuard::Shared(access)),
-            None => Err(NodeError::NoImage(self.node_name.clone())),
-        }
+        let lock = self
+            .image
+            .as_ref()
+            .ok_or_else(|| NodeError::NoImage(self.node_name.clone()))?;
+        Ok(AccessGuard(
+            lock.read().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 
-    /// Exclusive access to the image, for discard and resize.
-    pub(crate) fn access_mut(&self) -> Result<RwLockWriteGuard<'_, ImageAccess>, NodeError> {
-        match &self.image {
-            Some(NodeImage::Owned(lock)) => {
-                Ok(lock.write().unwrap_or_else(PoisonError::into_inner))
-            }
-            Some(NodeImage::Shared(_)) => Err(NodeError::Shared(self.node_name.clone())),
-            None => Err(NodeError::NoImage(self.node_name.clone())),
+    /// Runs `f` with exclusive access to the image, for discard and resize.
+    pub(crate) fn with_image_mut<R>(
+        &self,
+        f: impl FnOnce(&mut ImageAccess) -> R,
+    ) -> Result<R, NodeError> {
+        self.replace_image(|image| Ok((f(image), None)))
+    }
+
+    /// Runs `f` with exclusive access to the image; the image it returns, if any,
+    /// replaces the current one.
+    pub(crate) fn replace_image<R>(
+        &self,
+        f: impl FnOnce(&mut ImageAccess) -> Result<(R, Option<ImageAccess>), NodeError>,
+    ) -> Result<R, NodeError> {
+        let lock = self
+            .image
+            .as_ref()
+            .ok_or_else(|| NodeError::NoImage(self.node_name.clone()))?;
+        let mut slot = lock.write().unwrap_or_else(PoisonError::into_inner);
+        let image =
+            Arc::get_mut(&mut slot).ok_or_else(|| NodeError::Shared(self.node_name.clone()))?;
+        let (result, new) = f(image)?;
+        if let Some(new) = new {
+            *slot = Arc::new(new);
         }
+        Ok(result)
+    }
+
+    /// The image as a qcow2 overlay's driver holds its backing layer.
+    pub(crate) fn shared_image(&self) -> Option<Arc<ImageAccess>> {
+        let lock = self.image.as_ref()?;
+        Some(Arc::clone(
+            &lock.read().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 
     /// Whether the node has an image to do I/O through.
     pub fn has_image(&self) -> bool {
         self.image.is_some()
     }
+}
+
+/// Where the guest range `offset..offset+len` of the qcow2 `image` ends in its own file, if
+/// any of it is allocated there.
+fn host_end(image: &ImageAccess, offset: u64, len: u64) -> Option<u64> {
+    let stop = offset.saturating_add(len);
+    let mut pos = offset;
+    let mut end = None;
+    while pos < stop {
+        let Ok((mapping, n)) = image.get_shallow_mapping(pos, stop - pos) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        if let ShallowMapping::Raw { offset: host, .. } = mapping {
+            end = end.max(Some(host + n));
+        }
+        pos += n;
+    }
+    end
 }
 
 /// Checks a user-given node name as QEMU's `id_wellformed` does.
@@ -238,6 +347,8 @@ pub struct BlockGraph {
     nodes: Vec<Arc<BlockNode>>,
     next_id: u64,
     random: RandomState,
+    /// Where the nodes' write thresholds report.
+    notifier: Arc<NotifierSlot>,
 }
 
 impl BlockGraph {
@@ -264,6 +375,11 @@ impl BlockGraph {
         self.nodes.iter()
     }
 
+    /// Sets what receives the nodes' `BLOCK_WRITE_THRESHOLD` events (`None`: nothing).
+    pub fn set_write_threshold_notifier(&self, notifier: Option<WriteThresholdNotifier>) {
+        self.notifier.set(notifier);
+    }
+
     /// Opens the image `opts` names, adds its nodes, and returns the root format node.
     ///
     /// `node_name` names the root; every other node gets a generated name.
@@ -272,35 +388,30 @@ impl BlockGraph {
         opts: &OpenOptions,
         node_name: Option<&str>,
     ) -> Result<Arc<BlockNode>, NodeError> {
-        if let Some(name) = node_name {
-            check_node_name(name)?;
-            if self.get(name).is_some() {
-                return Err(NodeError::Duplicate(name.to_string()));
-            }
-        }
-        let opened = image::open(opts)?;
-        let backing = opened.backing.map(|b| self.add_backing(b)).transpose()?;
-        let image = NodeImage::Owned(RwLock::new(opened.access));
-        Ok(self.add_layer(opened.info, image, backing, node_name))
+        let names = NodeOptions {
+            node_name: node_name.map(str::to_string),
+            ..NodeOptions::default()
+        };
+        self.open_with(opts, &names)
     }
 
-    /// Adds the nodes of a backing layer and those below it; returns the layer's node name.
-    fn add_backing(&mut self, layer: BackingImage) -> Result<String, NodeError> {
-        let below = layer.backing.map(|b| self.add_backing(*b)).transpose()?;
-        let image = NodeImage::Shared(layer.access);
-        let node = self.add_layer(layer.info, image, below, None);
-        Ok(node.node_name.clone())
-    }
-
-    /// Adds a format node with its `file` node.
+    /// Adds a format node with its `file` node; either is named as given or gets a
+    /// generated name.
     fn add_layer(
         &mut self,
         layer: LayerInfo,
-        image: NodeImage,
+        image: Arc<ImageAccess>,
         backing: Option<String>,
         node_name: Option<&str>,
+        file_name: Option<&str>,
     ) -> Arc<BlockNode> {
-        let file_name = self.generate_node_name();
+        let mut named = |name: Option<&str>| match name {
+            Some(name) => (name.to_string(), false),
+            None => (self.generate_node_name(), true),
+        };
+        let (file_name, file_auto) = named(file_name);
+        let (name, auto_named) = named(node_name);
+        let file_threshold = WriteThreshold::new(&file_name, &self.notifier);
         self.nodes.push(Arc::new(BlockNode {
             node_name: file_name.clone(),
             driver: NodeDriver::File,
@@ -308,15 +419,14 @@ impl BlockGraph {
             file: None,
             backing: None,
             read_only: layer.read_only,
-            auto_named: true,
-            layer: layer.clone(),
+            auto_named: file_auto,
+            layer: RwLock::new(layer.clone()),
             image: None,
+            threshold: Arc::clone(&file_threshold),
+            file_threshold: None,
         }));
-        let (name, auto_named) = match node_name {
-            Some(name) => (name.to_string(), false),
-            None => (self.generate_node_name(), true),
-        };
         let node = Arc::new(BlockNode {
+            threshold: WriteThreshold::new(&name, &self.notifier),
             node_name: name,
             driver: layer.format.into(),
             filename: layer.path.clone(),
@@ -324,8 +434,9 @@ impl BlockGraph {
             backing,
             read_only: layer.read_only,
             auto_named,
-            layer,
-            image: Some(image),
+            layer: RwLock::new(layer),
+            image: Some(RwLock::new(image)),
+            file_threshold: Some(file_threshold),
         });
         self.nodes.push(Arc::clone(&node));
         node

@@ -2,6 +2,7 @@
 
 use std::io;
 
+use crate::errno::{self, EINVAL, EIO, ENOMEDIUM, ENOSPC, EPERM};
 use crate::node::NodeError;
 
 /// Errors of backend I/O.
@@ -36,43 +37,19 @@ pub enum BackendError {
     Io(#[from] io::Error),
 }
 
-/// `ENOSPC`, the error `werror=enospc` stops on.
-const ENOSPC: i32 = 28;
-/// `EDQUOT`, which QEMU's error policies do not count as "no space".
-const EDQUOT: i32 = 122;
-
-/// The errno a host error stands for: its own, or one matching its kind when imago
-/// re-wrapped it without one.
-fn io_errno(e: &io::Error) -> i32 {
-    if let Some(errno) = e.raw_os_error() {
-        return errno;
-    }
-    match e.kind() {
-        io::ErrorKind::StorageFull => ENOSPC,
-        io::ErrorKind::QuotaExceeded => EDQUOT,
-        io::ErrorKind::PermissionDenied => 13,
-        io::ErrorKind::ReadOnlyFilesystem => 30,
-        io::ErrorKind::FileTooLarge => 27,
-        io::ErrorKind::InvalidInput => 22,
-        io::ErrorKind::Unsupported => 95,
-        io::ErrorKind::OutOfMemory => 12,
-        _ => 5,
-    }
-}
-
 impl BackendError {
     /// The (positive) errno QEMU would see for this error: the host's for I/O errors,
     /// `EPERM` for a write to a read-only node, `EIO` for a request beyond the end,
     /// `ENOMEDIUM` for a node without an image.
     pub fn errno(&self) -> i32 {
         match self {
-            BackendError::ReadOnly => 1,
-            BackendError::OutOfRange { .. } => 5,
-            BackendError::Shrink { .. } => 22,
-            BackendError::Node(NodeError::NoImage(_)) => 123,
-            BackendError::Node(NodeError::Shared(_)) => 1,
-            BackendError::Node(_) => 5,
-            BackendError::Io(e) => io_errno(e),
+            BackendError::ReadOnly => EPERM,
+            BackendError::OutOfRange { .. } => EIO,
+            BackendError::Shrink { .. } => EINVAL,
+            BackendError::Node(NodeError::NoImage(_)) => ENOMEDIUM,
+            BackendError::Node(NodeError::Shared(_)) => EPERM,
+            BackendError::Node(_) => EIO,
+            BackendError::Io(e) => errno::of_io(e),
         }
     }
 
@@ -84,23 +61,14 @@ impl BackendError {
 
     /// `BLOCK_IO_ERROR`'s `reason`: `strerror` of the errno, e.g. "No space left on device".
     pub fn reason(&self) -> String {
-        strerror(self.errno())
-    }
-}
-
-/// The C library's text for `errno`.
-pub(crate) fn strerror(errno: i32) -> String {
-    // std formats OS errors as "<strerror text> (os error N)"; keep the text.
-    let text = io::Error::from_raw_os_error(errno).to_string();
-    match text.rfind(" (os error ") {
-        Some(end) => text[..end].to_string(),
-        None => text,
+        errno::strerror(self.errno())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errno::EDQUOT;
 
     #[test]
     fn reasons_are_strerror_texts() {
@@ -110,7 +78,6 @@ mod tests {
         // imago may re-wrap an error: the kind still tells.
         let wrapped = BackendError::Io(io::Error::new(io::ErrorKind::StorageFull, "allocating"));
         assert!(wrapped.is_no_space());
-        assert_eq!(wrapped.errno(), ENOSPC);
         let quota = BackendError::Io(io::Error::from_raw_os_error(EDQUOT));
         assert!(!quota.is_no_space());
         assert_eq!(quota.reason(), "Disk quota exceeded");

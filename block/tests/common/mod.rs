@@ -73,20 +73,21 @@ pub const BASE_SIZE: usize = 4 << 20;
 
 /// Creates the qcow2 `name` in `dir` over `backing` (of format `backing_format`).
 pub fn create_overlay(dir: &TempDir, backing: &str, backing_format: &str, name: &str) {
-    qemu_img_ok(
-        dir.path(),
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            backing_format,
-            "-b",
-            backing,
-            name,
-        ],
-    );
+    create_overlay_with(dir, backing, backing_format, name, &[]);
+}
+
+/// [`create_overlay`] with more qemu-img options (`-o compat=0.10`, ...).
+pub fn create_overlay_with(
+    dir: &TempDir,
+    backing: &str,
+    backing_format: &str,
+    name: &str,
+    options: &[&str],
+) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["-F", backing_format, "-b", backing, name]);
+    qemu_img_ok(dir.path(), &args);
 }
 
 /// `qemu-img check` of every image in `checked`, then `qemu-img compare` of the qcow2 `image`
