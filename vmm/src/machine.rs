@@ -16,6 +16,8 @@ use crate::api::{
     self, ApiError, ApiRequest, CpuSlot, EventSink, RunStatus, StatusCell, VmEvent, VmmAction,
     VmmData,
 };
+use crate::blockdev::attach::{build_disks, AttachError, VmDiskEvents};
+use crate::blockdev::{BlockLayer, BlockdevError};
 use crate::chardev::{Chardev, ChardevError};
 use crate::cli::{ChardevBackend, ChardevSpec, Config};
 use crate::event_loop::api::ApiSubscriber;
@@ -73,6 +75,9 @@ pub enum MachineError {
     /// vCPU signal setup.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A disk could not be opened or attached.
+    #[error(transparent)]
+    Disk(#[from] AttachError),
     /// A QMP monitor could not be set up.
     #[error(transparent)]
     Frontend(#[from] frontend::FrontendError),
@@ -197,13 +202,29 @@ fn setup_and_run(
         vcpu::install_kick_handler()?;
         let pidfile = cfg.pidfile.as_deref().map(PidFile::create).transpose()?;
         // Monitors come first: a `wait=on` monitor holds the start until its client is there.
+        let disk_api = api_tx.clone();
         let frontend = Frontend::start(cfg, api_tx, status_cell.clone())?;
         let serials = open_serials(cfg)?;
         let mem = Arc::new(vm::memory::create(&boot_cfg.layout).map_err(VmError::from)?);
-        let devices = DeviceManager::new(serials, &boot_cfg.layout, start, frontend.events())?;
-        Ok::<_, MachineError>((pidfile, frontend, mem, devices, signals))
+        let mut devices = DeviceManager::new(serials, &boot_cfg.layout, start, frontend.events())?;
+        let threshold_events = frontend.events();
+        let mut block = BlockLayer::new(
+            Arc::new(VmDiskEvents {
+                events: frontend.events(),
+                api: disk_api,
+            }),
+            Box::new(move |e: petrel_block::WriteThresholdEvent| {
+                threshold_events.emit(VmEvent::BlockWriteThreshold {
+                    node_name: e.node_name,
+                    amount_exceeded: e.amount_exceeded,
+                    threshold: e.write_threshold,
+                })
+            }),
+        );
+        build_disks(cfg, &mut block, &mut devices, &mem)?;
+        Ok::<_, MachineError>((pidfile, frontend, mem, devices, block, signals))
     })();
-    let (_pidfile, frontend, mem, mut devices, signals) = match prepared {
+    let (_pidfile, frontend, mem, mut devices, block, signals) = match prepared {
         Ok(p) => p,
         Err(e) => return Err(fail(e, notifier)),
     };
@@ -254,6 +275,7 @@ fn setup_and_run(
         boot_cfg,
         mem,
         devices,
+        block,
         run_state,
         vcpu_events,
         vm: Some(vm),
@@ -296,6 +318,7 @@ struct Machine {
     boot_cfg: BootConfig,
     mem: Arc<GuestMemoryMmap>,
     devices: DeviceManager,
+    block: BlockLayer,
     run_state: Arc<RunState>,
     vcpu_events: Arc<VcpuEvents>,
     vm: Option<Vm>,
@@ -421,6 +444,20 @@ impl Machine {
             }
             VmmAction::QueryCpus => Ok(VmmData::Cpus(self.query_cpus())),
             VmmAction::QueryHotpluggableCpus => Ok(VmmData::CpuSlots(self.cpu_slots())),
+            VmmAction::Block(req) => match self.block.serve(*req) {
+                Ok(Some(data)) => Ok(VmmData::Block(data)),
+                Ok(None) => Ok(VmmData::Empty),
+                Err(e) => Err(block_error(&e)),
+            },
+            VmmAction::IoErrorStop => {
+                // QEMU stops only a running VM; a request failing while paused stays held
+                // until `cont` all the same.
+                if self.status == RunStatus::Running {
+                    self.pause(RunStatus::IoError);
+                }
+                Ok(VmmData::Empty)
+            }
+            VmmAction::QueryPci => Ok(VmmData::Pci(self.query_pci())),
         };
         reply(result);
         Ok(None)
@@ -442,6 +479,8 @@ impl Machine {
                 self.run_state.set_paused(false);
                 self.set_status(RunStatus::Running);
                 self.events.emit(VmEvent::Resume);
+                // Requests held by an error stop are retried, as QEMU's `cont` does.
+                self.block.resume();
                 Ok(VmmData::Empty)
             }
         }
@@ -534,6 +573,18 @@ impl Machine {
             .collect()
     }
 
+    fn query_pci(&self) -> Vec<api::pci::PciFunctionInfo> {
+        let ids = |devfn: u8| {
+            self.block
+                .disks()
+                .iter()
+                .filter_map(|d| d.device.as_ref())
+                .find(|dev| dev.devfn == devfn)
+                .and_then(|dev| dev.id.clone())
+        };
+        self.devices.pci().query(&ids)
+    }
+
     fn cpu_slots(&self) -> Vec<CpuSlot> {
         let t = self.boot_cfg.topology;
         (0..self.boot_cfg.max_cpus)
@@ -545,5 +596,15 @@ impl Machine {
                 present_index: (i < self.boot_cfg.cpus).then_some(i),
             })
             .collect()
+    }
+}
+
+/// A block-layer error as front ends see it.
+fn block_error(e: &BlockdevError) -> ApiError {
+    let text = crate::error_text(e);
+    if e.is_device_not_found() {
+        ApiError::DeviceNotFound(text)
+    } else {
+        ApiError::Failed(text)
     }
 }

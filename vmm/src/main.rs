@@ -1,6 +1,7 @@
 //! The petrel binary: a KVM virtual machine monitor with a QEMU-compatible command line.
 
 mod api;
+mod blockdev;
 mod chardev;
 mod cli;
 mod event_loop;
@@ -14,7 +15,12 @@ use std::time::Instant;
 
 /// Formats an error and its causes as `petrel: outer: cause: root cause`.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = format!("petrel: {e}");
+    format!("petrel: {}", error_text(e))
+}
+
+/// Formats an error and its causes as `outer: cause: root cause`.
+pub(crate) fn error_text(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));

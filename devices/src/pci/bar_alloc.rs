@@ -96,7 +96,8 @@ pub struct BarAllocator {
 
 impl BarAllocator {
     /// An allocator handing out 32-bit BARs from `mem32` (which must lie
-    /// below 4 GiB) and 64-bit BARs from `mem64`.
+    /// below 4 GiB) and 64-bit BARs from `mem32` while it has room, then from
+    /// `mem64`.
     pub fn new(mem32: AddressWindow, mem64: AddressWindow) -> Result<Self, BarAllocError> {
         if mem32.last > u64::from(u32::MAX) {
             return Err(BarAllocError::Window {
@@ -108,19 +109,22 @@ impl BarAllocator {
     }
 
     /// Hands out an address for a `kind` BAR of `size` bytes, aligned to
-    /// its size. 64-bit BARs come only from the 64-bit window.
+    /// its size. 64-bit BARs go below 4 GiB while the 32-bit window has room,
+    /// as SeaBIOS places them, so that guests mapping only the low 4 GiB
+    /// reach them; then above RAM.
     pub fn allocate(&mut self, kind: BarKind, size: u64) -> Result<u64, BarAllocError> {
         if !size.is_power_of_two() {
             return Err(BarAllocError::Size(size));
         }
-        let window = match kind {
-            BarKind::Mem32 => &mut self.mem32,
-            BarKind::Mem64 => &mut self.mem64,
+        let address = match kind {
+            BarKind::Mem32 => self.mem32.allocate(size),
+            BarKind::Mem64 => self
+                .mem32
+                .allocate(size)
+                .or_else(|| self.mem64.allocate(size)),
             BarKind::Io => return Err(BarAllocError::IoBar),
         };
-        window
-            .allocate(size)
-            .ok_or(BarAllocError::Exhausted { kind, size })
+        address.ok_or(BarAllocError::Exhausted { kind, size })
     }
 
     /// Allocates and programs every declared memory BAR of `config`, as
@@ -171,7 +175,9 @@ mod tests {
         assert_eq!(a.allocate(BarKind::Mem32, 0x1000), Ok(0xc000_1000));
         assert_eq!(a.allocate(BarKind::Mem32, 0x20), Ok(0xc000_2000));
         assert_eq!(a.allocate(BarKind::Mem32, 0x4000), Ok(0xc000_4000));
-        assert_eq!(a.allocate(BarKind::Mem64, 0x4000), Ok(0x80_0000_0000));
+        assert_eq!(a.allocate(BarKind::Mem64, 0x4000), Ok(0xc000_8000));
+        // Too big for what is left below 4 GiB: above RAM.
+        assert_eq!(a.allocate(BarKind::Mem64, 0x8_0000), Ok(0x80_0000_0000));
         assert_eq!(a.allocate(BarKind::Mem64, 0x8_0000), Ok(0x80_0008_0000));
         assert_eq!(
             a.allocate(BarKind::Mem32, 0x3000),
@@ -208,8 +214,8 @@ mod tests {
         let mut a = allocator();
         a.assign(&mut config).unwrap();
         let bars: Vec<_> = config.bars().map(|b| (b.index, b.address)).collect();
-        assert_eq!(bars, [(0, 0x80_0000_0000), (2, 0xc000_0000)]);
+        assert_eq!(bars, [(0, 0xc000_0000), (2, 0xc000_4000)]);
         config.reset();
-        assert_eq!(config.bar(0).unwrap().address, 0x80_0000_0000);
+        assert_eq!(config.bar(0).unwrap().address, 0xc000_0000);
     }
 }

@@ -115,6 +115,9 @@ pub trait VirtioDevice: Send {
     /// back to its state before activation (the driver reset it). Called
     /// whether or not it was active.
     fn reset(&mut self) -> Result<(), VirtioDeviceError>;
+
+    /// The device model, for the VMM's device-specific controls (resizing a disk).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// PCI class, subclass and programming interface of a virtio device type,

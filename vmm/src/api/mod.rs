@@ -2,6 +2,9 @@
 //! back. Requests travel to the control loop over a channel plus an eventfd, each with its own
 //! reply function, so front ends never touch VMM state directly.
 
+pub mod block;
+pub mod pci;
+
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -23,6 +26,8 @@ pub enum RunStatus {
     InternalError,
     /// The guest is in ACPI S3.
     Suspended,
+    /// A disk error stopped the VM (`werror=stop`); `cont` retries the request.
+    IoError,
 }
 
 impl RunStatus {
@@ -35,6 +40,7 @@ impl RunStatus {
             RunStatus::Shutdown => "shutdown",
             RunStatus::InternalError => "internal-error",
             RunStatus::Suspended => "suspended",
+            RunStatus::IoError => "io-error",
         }
     }
 
@@ -50,13 +56,14 @@ impl RunStatus {
 pub struct StatusCell(std::sync::atomic::AtomicU8);
 
 impl StatusCell {
-    const ALL: [RunStatus; 6] = [
+    const ALL: [RunStatus; 7] = [
         RunStatus::Prelaunch,
         RunStatus::Running,
         RunStatus::Paused,
         RunStatus::Shutdown,
         RunStatus::InternalError,
         RunStatus::Suspended,
+        RunStatus::IoError,
     ];
 
     /// A cell holding `status`.
@@ -107,7 +114,7 @@ pub struct CpuSlot {
 }
 
 /// What the VMM can be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmmAction {
     /// Run state.
     QueryStatus,
@@ -129,6 +136,12 @@ pub enum VmmAction {
     QueryCpus,
     /// Possible vCPU slots.
     QueryHotpluggableCpus,
+    /// A block-layer operation.
+    Block(Box<block::BlockRequest>),
+    /// A disk's I/O thread hit an error its policy stops the VM for.
+    IoErrorStop,
+    /// The PCI buses and functions.
+    QueryPci,
 }
 
 /// What the VMM answers.
@@ -142,6 +155,10 @@ pub enum VmmData {
     Cpus(Vec<CpuState>),
     /// `QueryHotpluggableCpus`.
     CpuSlots(Vec<CpuSlot>),
+    /// A block-layer answer.
+    Block(block::BlockData),
+    /// `QueryPci`.
+    Pci(Vec<pci::PciFunctionInfo>),
 }
 
 /// Why an operation failed; the message is what clients see.
@@ -150,6 +167,9 @@ pub enum ApiError {
     /// The operation is not possible in this state, or failed.
     #[error("{0}")]
     Failed(String),
+    /// The device named does not exist (QMP's `DeviceNotFound`).
+    #[error("{0}")]
+    DeviceNotFound(String),
 }
 
 /// The reply function of one request.
@@ -186,6 +206,17 @@ pub enum VmEvent {
     RtcChange {
         /// Guest RTC minus host time.
         offset: i64,
+    },
+    /// A disk request failed on the host.
+    BlockIoError(petrel_devices::virtio::block::IoErrorReport),
+    /// A write went past a node's write threshold.
+    BlockWriteThreshold {
+        /// The node.
+        node_name: String,
+        /// Bytes past the threshold.
+        amount_exceeded: u64,
+        /// The threshold, now disarmed.
+        threshold: u64,
     },
 }
 

@@ -3,12 +3,16 @@
 
 use std::path::PathBuf;
 
+use super::blockdev::parse_blockdev;
 use super::chardev::parse_chardev;
 use super::config::{
-    Action, ChardevBackend, ChardevSpec, Config, CpuConfig, DisplayConfig, MonitorConfig, Uuid,
+    Action, ChardevBackend, ChardevSpec, Config, CpuConfig, DeviceConfig, DisplayConfig,
+    DriveConfig, DriveInterface, MonitorConfig, Uuid,
 };
 use super::cpu::{default_cpu, parse_cpu};
+use super::device::parse_device;
 use super::display::parse_display;
+use super::drive::{parse_drive, DriveIndex};
 use super::error::{ArgError, CliError, Loc};
 use super::machine::MachineArgs;
 use super::memory::MemoryArgs;
@@ -49,6 +53,10 @@ pub(crate) struct Builder {
     nodefaults: bool,
     /// QMP monitors in order, each on its own backend (`-qmp`) or a `-chardev` (`-mon`).
     monitors: Vec<(Loc, ChardevSpec)>,
+    drives: Vec<(Loc, DriveConfig)>,
+    drive_index: DriveIndex,
+    blockdevs: Vec<(Loc, serde_json::Value)>,
+    devices: Vec<(Loc, DeviceConfig)>,
 }
 
 impl Builder {
@@ -120,6 +128,21 @@ impl Builder {
                 let mon = parse_mon(arg).map_err(at)?;
                 self.monitors.push((loc, ChardevSpec::Chardev(mon.chardev)));
             }
+            Opt::Drive => {
+                let drive = parse_drive(arg, &mut self.drive_index).map_err(at)?;
+                if self.drives.iter().any(|(_, d)| d.id == drive.id) {
+                    return Err(at(ArgError::DuplicateDrive(drive.id)));
+                }
+                self.drives.push((loc, drive));
+            }
+            Opt::Blockdev => {
+                let node = parse_blockdev(arg).map_err(at)?;
+                self.blockdevs.push((loc, node));
+            }
+            Opt::Device => match parse_device(arg).map_err(at)? {
+                Parsed::Value(dev) => self.devices.push((loc, dev)),
+                Parsed::List(topic) => return Ok(Some(Action::List(topic))),
+            },
         }
         Ok(None)
     }
@@ -152,6 +175,7 @@ impl Builder {
             daemonize: self.daemonize,
             monitors: &self.monitors,
         })?;
+        check_disks(&self.drives, &self.blockdevs, &self.devices)?;
         let mut compat = 0;
         let monitors = self
             .monitors
@@ -205,8 +229,57 @@ impl Builder {
             daemonize: self.daemonize,
             display: DisplayConfig::None,
             nodefaults: self.nodefaults,
+            drives: self.drives.into_iter().map(|(_, d)| d).collect(),
+            blockdevs: self.blockdevs.into_iter().map(|(_, b)| b).collect(),
+            devices: self.devices.into_iter().map(|(_, d)| d).collect(),
         })
     }
+}
+
+/// Checks what only the whole command line shows: every device's `drive=` names a `-drive`
+/// or `-blockdev` that no other device uses, and ids are unique.
+fn check_disks(
+    drives: &[(Loc, DriveConfig)],
+    blockdevs: &[(Loc, serde_json::Value)],
+    devices: &[(Loc, DeviceConfig)],
+) -> Result<(), CliError> {
+    let mut node_names: Vec<&str> = Vec::new();
+    for (loc, node) in blockdevs {
+        let name = node["node-name"].as_str().unwrap_or_default();
+        let clash = node_names.contains(&name)
+            || drives
+                .iter()
+                .any(|(_, d)| d.node_name.as_deref() == Some(name));
+        if clash {
+            return Err(loc.err(ArgError::DuplicateNodeName(name.to_string())));
+        }
+        node_names.push(name);
+    }
+    // Drives with their own device are taken from the start.
+    let mut used: Vec<&str> = drives
+        .iter()
+        .filter(|(_, d)| d.interface == DriveInterface::Virtio)
+        .map(|(_, d)| d.id.as_str())
+        .collect();
+    let mut ids: Vec<&str> = Vec::new();
+    for (loc, DeviceConfig::VirtioBlk(dev)) in devices {
+        if let Some(id) = &dev.id {
+            if ids.contains(&id.as_str()) {
+                return Err(loc.err(ArgError::DuplicateDevice(id.clone())));
+            }
+            ids.push(id);
+        }
+        let known = drives.iter().any(|(_, d)| d.id == dev.drive)
+            || node_names.contains(&dev.drive.as_str());
+        if !known {
+            return Err(loc.err(ArgError::UnknownDrive(dev.drive.clone())));
+        }
+        if used.contains(&dev.drive.as_str()) {
+            return Err(loc.err(ArgError::DriveInUse(dev.drive.clone())));
+        }
+        used.push(&dev.drive);
+    }
+    Ok(())
 }
 
 /// `reason` about the option at `loc`. Errors from merged options can only arise once one was

@@ -138,7 +138,7 @@ fn parse_port(port: &str) -> Result<u16, ArgError> {
 }
 
 /// QEMU's `id_wellformed`: a letter, then letters, digits, `-`, `.` or `_`.
-fn is_identifier(id: &str) -> bool {
+pub(crate) fn is_identifier(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))

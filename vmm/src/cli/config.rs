@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+pub use petrel_devices::virtio::block::ErrorPolicy;
+
 /// What to do after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -32,6 +34,8 @@ pub enum ListTopic {
     Displays,
     /// `-chardev help`.
     ChardevBackends,
+    /// `-device help`.
+    Devices,
 }
 
 /// A VM as the command line describes it. Defaults are QEMU's unless documented otherwise.
@@ -84,6 +88,97 @@ pub struct Config {
     pub display: DisplayConfig,
     /// `-nodefaults`: no default devices (for petrel, no default serial port).
     pub nodefaults: bool,
+    /// `-drive`, in command-line order.
+    pub drives: Vec<DriveConfig>,
+    /// `-blockdev`, in command-line order, as QAPI `BlockdevOptions` JSON (checked against
+    /// the schema's type when parsed).
+    pub blockdevs: Vec<serde_json::Value>,
+    /// `-device`, in command-line order.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// Which guest interface a `-drive` gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveInterface {
+    /// `if=virtio`: a virtio-blk-pci device of its own.
+    Virtio,
+    /// `if=none`: only a backend, for `-device ...,drive=ID`.
+    None,
+}
+
+/// The cache flags of a `cache=` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The guest sees a volatile write cache (off: every write is flushed).
+    pub writeback: bool,
+    /// O_DIRECT.
+    pub direct: bool,
+    /// Flushes are ignored.
+    pub no_flush: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            writeback: true,
+            direct: false,
+            no_flush: false,
+        }
+    }
+}
+
+/// A `-drive`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriveConfig {
+    /// `id=`, or the name QEMU generates (`virtio0`, `none0`).
+    pub id: String,
+    /// `if=`.
+    pub interface: DriveInterface,
+    /// `file=`.
+    pub file: PathBuf,
+    /// `format=`: `raw` or `qcow2`; probed when absent.
+    pub format: Option<String>,
+    /// `node-name=` of the format node.
+    pub node_name: Option<String>,
+    /// `readonly=`/`read-only=`.
+    pub read_only: bool,
+    /// `cache=` and `cache.direct=`/`cache.no-flush=`.
+    pub cache: CacheConfig,
+    /// `werror=`/`rerror=`.
+    pub error_policy: ErrorPolicy,
+    /// `serial=`: the disk's serial number (GET_ID).
+    pub serial: Option<String>,
+    /// `discard=unmap`: pass the guest's discards to the image (default `ignore`).
+    pub discard_unmap: bool,
+    /// `snapshot=on`: writes go to a temporary overlay, dropped at exit.
+    pub snapshot: bool,
+    /// `throttling.*` and the legacy `bps=`... limits, by QMP member name (`bps_rd`,
+    /// `iops_max`, `bps_max_length`, `iops_size`, ...).
+    pub throttle: Vec<(String, u64)>,
+}
+
+/// A `-device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceConfig {
+    /// `virtio-blk-pci`.
+    VirtioBlk(VirtioBlkConfig),
+}
+
+/// `-device virtio-blk-pci,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioBlkConfig {
+    /// `id=`.
+    pub id: Option<String>,
+    /// `drive=`: a `-drive` id or a `-blockdev` node name.
+    pub drive: String,
+    /// `serial=`.
+    pub serial: Option<String>,
+    /// `num-queues=`.
+    pub num_queues: u16,
+    /// `queue-size=`.
+    pub queue_size: u16,
+    /// `addr=`: the slot (and function 0) on bus 0.
+    pub slot: Option<u8>,
 }
 
 /// `-m [size=]N[,slots=n][,maxmem=size]`.

@@ -146,6 +146,45 @@ pub enum ArgError {
     /// A `-cpu` feature with an empty name.
     #[error("invalid CPU feature '{0}'")]
     InvalidCpuFeature(String),
+    /// An image format petrel does not open.
+    #[error("Unknown driver '{0}'")]
+    UnknownFormat(String),
+    /// A `cache=` mode QEMU does not have.
+    #[error("invalid cache option '{0}'")]
+    InvalidCacheMode(String),
+    /// A `discard=` value other than ignore/unmap.
+    #[error("Invalid discard option '{0}'")]
+    InvalidDiscard(String),
+    /// A `werror=`/`rerror=` value that is not an action for it.
+    #[error("'{1}' invalid {kind} error action", kind = if *.0 == "rerror" { "read" } else { "write" })]
+    InvalidErrorAction(&'static str, String),
+    /// A `-blockdev` that is not valid `BlockdevOptions`.
+    #[error("{0}")]
+    InvalidBlockdev(String),
+    /// A `-device` driver petrel does not have.
+    #[error("'{0}' is not a valid device model name")]
+    UnknownDevice(String),
+    /// Two `-drive`s with one id.
+    #[error("Duplicate ID '{0}' for drive")]
+    DuplicateDrive(String),
+    /// Two block nodes with one name.
+    #[error("Duplicate nodes with node-name='{0}'")]
+    DuplicateNodeName(String),
+    /// Two devices with one id.
+    #[error("Duplicate ID '{0}' for device")]
+    DuplicateDevice(String),
+    /// `drive=` naming nothing.
+    #[error("Property 'virtio-blk-pci.drive' can't find value '{0}'")]
+    UnknownDrive(String),
+    /// `drive=` naming a drive another device has.
+    #[error("Property 'virtio-blk-device.drive' can't take value '{0}', it's in use")]
+    DriveInUse(String),
+    /// A block device without `drive=`.
+    #[error("drive property not set")]
+    DriveNotSet,
+    /// A PCI address that does not parse or is out of range.
+    #[error("Property 'addr' doesn't take value '{0}'")]
+    InvalidPciAddress(String),
     /// A display other than none.
     #[error("unsupported display '{0}'")]
     UnsupportedDisplay(String),

@@ -80,6 +80,13 @@ pub fn list_text(topic: ListTopic) -> String {
         ListTopic::ChardevBackends => {
             "Available chardev backend types: \n  file\n  null\n  socket\n  stdio\n".to_owned()
         }
+        ListTopic::Devices => {
+            let mut text = String::from("Storage devices:\n");
+            for (name, bus, desc) in super::device::DEVICE_MODELS {
+                text.push_str(&format!("name \"{name}\", bus {bus}, desc \"{desc}\"\n"));
+            }
+            text
+        }
     }
 }
 
@@ -138,6 +145,7 @@ mod tests {
             ListTopic::Accelerators,
             ListTopic::Displays,
             ListTopic::ChardevBackends,
+            ListTopic::Devices,
         ] {
             assert!(list_text(topic).ends_with('\n'));
         }

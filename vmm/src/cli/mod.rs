@@ -10,11 +10,14 @@
 //! `uuid`); `ports` the rules across character devices, `builder` the assembly, and `help`
 //! the printed texts.
 
+mod blockdev;
 mod builder;
 mod chardev;
 pub mod config;
 mod cpu;
+mod device;
 mod display;
+mod drive;
 pub mod error;
 mod help;
 mod machine;

@@ -33,6 +33,9 @@ pub(crate) enum Opt {
     Daemonize,
     Qmp,
     Mon,
+    Drive,
+    Blockdev,
+    Device,
 }
 
 /// One row of the option table.
@@ -51,6 +54,8 @@ pub(crate) struct OptionSpec {
 
 const STANDARD: &str = "Standard options";
 const BOOT: &str = "Linux boot specific";
+const BLOCK: &str = "Block device options";
+const DEVICES: &str = "Device options";
 const CHARDEV: &str = "Character device options";
 const DISPLAY: &str = "Display options";
 const CONTROL: &str = "Process and run-state options";
@@ -157,6 +162,29 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         arg: Some("file"),
         help: "use 'file' as the initial ram disk",
         section: BOOT,
+    },
+    OptionSpec {
+        names: &["drive"],
+        opt: Opt::Drive,
+        arg: Some("file=path,if=virtio|none[,id=id][,format=raw|qcow2][,...]"),
+        help: "add a disk image; more keys: node-name, readonly, cache, werror,\n\
+               rerror, serial, discard, snapshot, throttling.*",
+        section: BLOCK,
+    },
+    OptionSpec {
+        names: &["blockdev"],
+        opt: Opt::Blockdev,
+        arg: Some("driver=file|raw|qcow2,node-name=N[,file=..][,backing=..]"),
+        help: "add a block node (keyval or JSON, as blockdev-add takes it)",
+        section: BLOCK,
+    },
+    OptionSpec {
+        names: &["device"],
+        opt: Opt::Device,
+        arg: Some("driver[,prop=value][,...]"),
+        help: "add a device ('-device help' for the list); virtio-blk-pci takes\n\
+               drive, id, serial, num-queues, queue-size, addr",
+        section: DEVICES,
     },
     OptionSpec {
         names: &["chardev"],
@@ -348,7 +376,7 @@ mod tests {
 
     #[test]
     fn unknown_options() {
-        for word in ["-drive", "-", "--", "---m", "-s", "-M=q35", "-help=1"] {
+        for word in ["-hda", "-", "--", "---m", "-s", "-M=q35", "-help=1"] {
             assert_eq!(
                 tokenize(args(&[word])),
                 Err(CliError::InvalidOption(word.into()))

@@ -68,6 +68,9 @@ fn defaults() {
             daemonize: false,
             display: DisplayConfig::None,
             nodefaults: false,
+            drives: vec![],
+            blockdevs: vec![],
+            devices: vec![],
         }
     );
 }
@@ -146,8 +149,8 @@ fn help_and_version() {
     assert_eq!(error(&["-m", "12Q", "-help"]), "-m 12Q: invalid size");
     // and unknown options anywhere are reported first, like QEMU's first pass.
     assert_eq!(
-        error(&["-help", "-drive", "file=x"]),
-        "-drive: invalid option"
+        error(&["-help", "-hda", "disk.img"]),
+        "-hda: invalid option"
     );
 }
 
@@ -161,6 +164,8 @@ fn help_lists() {
         (&["-accel", "help"], ListTopic::Accelerators),
         (&["-display", "help"], ListTopic::Displays),
         (&["-chardev", "help"], ListTopic::ChardevBackends),
+        (&["-device", "help"], ListTopic::Devices),
+        (&["-device", "?"], ListTopic::Devices),
     ];
     for (words, topic) in cases {
         assert_eq!(parse_words(words), Ok(Action::List(*topic)), "{words:?}");
@@ -170,8 +175,6 @@ fn help_lists() {
 #[test]
 fn invalid_options() {
     for opt in [
-        "-drive",
-        "-device",
         "-netdev",
         "-monitor",
         "-vnc",
@@ -670,5 +673,77 @@ fn monitors() {
             "s,mode=control"
         ]),
         "-chardev socket,id=s,fd=3,path=/x: 'fd' and 'path' are mutually exclusive"
+    );
+}
+
+#[test]
+fn disks_are_checked_across_options() {
+    let ok = config(&[
+        "-drive",
+        "file=a.img,if=none,id=d0",
+        "-blockdev",
+        "driver=file,filename=b.img,node-name=f1",
+        "-blockdev",
+        "driver=raw,file=f1,node-name=n1",
+        "-device",
+        "virtio-blk-pci,drive=d0,id=disk0",
+        "-device",
+        "virtio-blk-pci,drive=n1",
+        "-drive",
+        "file=c.img,if=virtio",
+    ]);
+    assert_eq!(ok.drives.len(), 2);
+    assert_eq!(ok.blockdevs.len(), 2);
+    assert_eq!(ok.devices.len(), 2);
+
+    let err = |args: &[&str]| {
+        parse(args.iter().map(|s| s.to_string()))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(&["-device", "virtio-blk-pci,drive=nope"]),
+        "-device virtio-blk-pci,drive=nope: Property 'virtio-blk-pci.drive' can't find value 'nope'"
+    );
+    assert_eq!(
+        err(&[
+            "-drive",
+            "file=a,if=virtio",
+            "-device",
+            "virtio-blk-pci,drive=virtio0"
+        ]),
+        "-device virtio-blk-pci,drive=virtio0: Property 'virtio-blk-device.drive' can't take \
+         value 'virtio0', it's in use"
+    );
+    assert_eq!(
+        err(&[
+            "-drive",
+            "file=a,if=none,id=x",
+            "-drive",
+            "file=b,if=none,id=x"
+        ]),
+        "-drive file=b,if=none,id=x: Duplicate ID 'x' for drive"
+    );
+    assert_eq!(
+        err(&[
+            "-drive",
+            "file=a,if=none,id=x",
+            "-device",
+            "virtio-blk-pci,drive=x,id=d",
+            "-drive",
+            "file=b,if=none,id=y",
+            "-device",
+            "virtio-blk-pci,drive=y,id=d"
+        ]),
+        "-device virtio-blk-pci,drive=y,id=d: Duplicate ID 'd' for device"
+    );
+    assert_eq!(
+        err(&[
+            "-blockdev",
+            "driver=file,filename=a,node-name=n",
+            "-blockdev",
+            "driver=file,filename=b,node-name=n"
+        ]),
+        "-blockdev driver=file,filename=b,node-name=n: Duplicate nodes with node-name='n'"
     );
 }

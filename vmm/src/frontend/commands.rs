@@ -81,6 +81,7 @@ fn run_state(s: RunStatus) -> RunState {
         RunStatus::Shutdown => RunState::Shutdown,
         RunStatus::InternalError => RunState::InternalError,
         RunStatus::Suspended => RunState::Suspended,
+        RunStatus::IoError => RunState::IoError,
     }
 }
 
@@ -207,7 +208,7 @@ where
     C: Command<Args = Empty, Returns = Empty>,
 {
     let api = ctx.api.clone();
-    reg.register::<C, _>(move |_, _, reply| call(&api, action, reply, empty));
+    reg.register::<C, _>(move |_, _, reply| call(&api, action.clone(), reply, empty));
 }
 
 fn call_cpus<T: serde::Serialize + 'static>(

@@ -1,7 +1,8 @@
 //! VMM events as QMP events.
 
+use petrel_devices::virtio::block::ErrorOutcome;
 use petrel_qmp::schema::events;
-use petrel_qmp::schema::types::ShutdownCause;
+use petrel_qmp::schema::types::{BlockErrorAction, IoOperationType, ShutdownCause};
 use petrel_qmp::server::ServerHandle;
 
 use crate::api::{EventSink, VmEvent};
@@ -53,6 +54,31 @@ impl EventSink for QmpEvents {
             VmEvent::RtcChange { offset } => s.emit(&events::RtcChange {
                 offset,
                 qom_path: self.rtc_qom_path.clone(),
+            }),
+            VmEvent::BlockIoError(r) => s.emit(&events::BlockIoError {
+                device: r.device,
+                node_name: Some(r.node_name),
+                operation: if r.write {
+                    IoOperationType::Write
+                } else {
+                    IoOperationType::Read
+                },
+                action: match r.action {
+                    ErrorOutcome::Report => BlockErrorAction::Report,
+                    ErrorOutcome::Ignore => BlockErrorAction::Ignore,
+                    ErrorOutcome::Stop => BlockErrorAction::Stop,
+                },
+                nospace: Some(r.nospace),
+                reason: r.reason,
+            }),
+            VmEvent::BlockWriteThreshold {
+                node_name,
+                amount_exceeded,
+                threshold,
+            } => s.emit(&events::BlockWriteThreshold {
+                node_name,
+                amount_exceeded,
+                write_threshold: threshold,
             }),
         }
     }

@@ -1,6 +1,7 @@
 //! The QMP front end: monitors from the command line, QMP commands mapped onto typed VMM
 //! operations ([`crate::api`]), and VMM events reported as QMP events.
 
+mod block;
 mod commands;
 mod events;
 pub mod hmp;
@@ -169,6 +170,7 @@ fn registry(
         current_cpu: Mutex::new(Default::default()),
     });
     let mut registry = Registry::new();
+    block::register(&mut registry, &ctx);
     commands::register(&mut registry, ctx);
     registry
 }

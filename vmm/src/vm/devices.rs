@@ -259,28 +259,26 @@ impl DeviceManager {
 
     /// Allocates `vectors` MSI vectors (GSIs and irqfds) for a PCI function, to pass to it as
     /// its [`petrel_devices::pci::MsiInterrupt`].
-    #[allow(dead_code)] // Used once `-device` creates PCI functions.
     pub fn msi_vectors(&self, vectors: u16) -> Result<Arc<MsiVectorGroup>, DeviceError> {
         Ok(self.msi.new_group(vectors)?)
     }
 
-    /// Places `device` on PCI bus 0: the lowest free slot, its memory BARs assigned and
-    /// routed on the I/O bus, its doorbells registered as ioeventfds on every VM. The device
-    /// is reset with the machine.
+    /// Places `device` on PCI bus 0: in `slot`, or else the lowest free one, its memory BARs
+    /// assigned and routed on the I/O bus, its doorbells registered as ioeventfds on every
+    /// VM. The device is reset with the machine.
     ///
     /// Only before the first boot: the I/O bus cannot change once the vCPUs share it (see
     /// [`super::pci`] for what that means for BAR relocation).
-    #[allow(dead_code)] // Used once `-device` creates PCI functions.
     pub fn add_pci_device<D: PciBarDevice>(
         &mut self,
         device: Arc<Mutex<D>>,
+        slot: Option<u8>,
     ) -> Result<PciPlacement, DeviceError> {
         let io = Arc::get_mut(&mut self.io).ok_or(PciError::Started)?;
-        Ok(self.pci.add(io, device)?)
+        Ok(self.pci.add(io, device, slot)?)
     }
 
     /// The PCI functions added, in order.
-    #[allow(dead_code)] // Used once `-device` creates PCI functions.
     pub fn pci(&self) -> &PciBus {
         &self.pci
     }

@@ -4,10 +4,7 @@
 
 pub mod devices;
 pub mod memory;
-// Infrastructure for PCI devices; nothing creates one yet (`-device` comes next).
-#[allow(dead_code)]
 pub mod msi;
-#[allow(dead_code)]
 pub mod pci;
 pub mod vcpu;
 

@@ -119,6 +119,7 @@ impl RoutingTable {
     }
 
     /// The route of `gsi`: `None` if unallocated, `Some(None)` if masked.
+    #[cfg(test)]
     pub fn route(&self, gsi: u32) -> Option<Option<MsiMessage>> {
         self.msi.get(&gsi).copied()
     }
@@ -300,6 +301,7 @@ impl KvmMsiRouting {
     }
 
     /// A copy of the routing table.
+    #[cfg(test)]
     pub fn table(&self) -> RoutingTable {
         self.lock().table.clone()
     }
@@ -315,17 +317,20 @@ pub struct MsiVectorGroup {
 
 impl MsiVectorGroup {
     /// GSI of vector 0.
+    #[cfg(test)]
     pub fn base_gsi(&self) -> u32 {
         self.base_gsi
     }
 
     /// Number of vectors.
+    #[cfg(test)]
     pub fn vectors(&self) -> u16 {
         // Built from a u16 count.
         self.irqfds.len() as u16
     }
 
     /// The irqfd of `vector`.
+    #[cfg(test)]
     pub fn irqfd(&self, vector: u16) -> Option<&EventFd> {
         self.irqfds.get(usize::from(vector))
     }

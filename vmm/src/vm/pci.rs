@@ -41,6 +41,9 @@ pub enum PciError {
     /// All 32 device numbers of bus 0 are taken.
     #[error("no free slot on PCI bus 0")]
     NoSlot,
+    /// The slot asked for is taken.
+    #[error("PCI: slot {0} function 0 not available, in use by another device")]
+    SlotInUse(u8),
     /// The slot could not be taken.
     #[error("cannot place the function on bus 0")]
     Bus(#[source] PciBusError),
@@ -132,6 +135,7 @@ impl PciBus {
     }
 
     /// The root bus.
+    #[cfg(test)]
     pub fn root(&self) -> &Arc<Mutex<PciRoot>> {
         &self.root
     }
@@ -141,16 +145,26 @@ impl PciBus {
         self.functions.iter().map(|f| &f.placement)
     }
 
-    /// Places `device` in the lowest free slot of bus 0, assigns its BARs and routes them on
-    /// `io`. Its ioeventfds are registered by [`PciBus::connect`] on every VM.
+    /// Places `device` in `slot` of bus 0 or else the lowest free one, assigns its BARs and
+    /// routes them on `io`. Its ioeventfds are registered by [`PciBus::connect`] on every VM.
     ///
     /// On error nothing is left on the bus, but BAR space already handed out stays used.
     pub fn add<D: PciBarDevice>(
         &mut self,
         io: &mut IoManager,
         device: Arc<Mutex<D>>,
+        slot: Option<u8>,
     ) -> Result<PciPlacement, PciError> {
-        let devfn = lock(&self.root).next_free_slot().ok_or(PciError::NoSlot)?;
+        let devfn = match slot {
+            Some(s) => {
+                let devfn = petrel_devices::pci::devfn(s, 0).ok_or(PciError::SlotInUse(s))?;
+                if lock(&self.root).device(devfn).is_some() {
+                    return Err(PciError::SlotInUse(s));
+                }
+                devfn
+            }
+            None => lock(&self.root).next_free_slot().ok_or(PciError::NoSlot)?,
+        };
         let (bars, ioevents) = {
             let mut dev = lock(&device);
             self.allocator
@@ -191,6 +205,71 @@ impl PciBus {
             ioevents,
         });
         Ok(placement)
+    }
+
+    /// Every function on bus 0 as its configuration space shows it now (`query-pci`);
+    /// `ids` gives the `-device id=` of a devfn.
+    pub fn query(
+        &self,
+        ids: &dyn Fn(u8) -> Option<String>,
+    ) -> Vec<crate::api::pci::PciFunctionInfo> {
+        use crate::api::pci::{PciFunctionInfo, PciRegion};
+        let root = lock(&self.root);
+        let mut out = Vec::new();
+        for devfn in 0..=255u8 {
+            let reg = |i: usize| root.config_read(0, devfn, i);
+            let id = reg(0);
+            if id & 0xffff == 0xffff {
+                continue;
+            }
+            let class = reg(2);
+            let subsys = reg(11);
+            let int = reg(15);
+            let command = reg(COMMAND_REG) as u16;
+            let sizes = self
+                .placements()
+                .find(|p| p.devfn == devfn)
+                .map(|p| p.bars.clone())
+                .unwrap_or_default();
+            let regions = sizes
+                .iter()
+                .map(|&(index, _, size)| {
+                    let low = reg(BAR_FIRST_REG + index);
+                    let mem64 = low & 0b110 == 0b100;
+                    let high = if mem64 {
+                        reg(BAR_FIRST_REG + index + 1)
+                    } else {
+                        0
+                    };
+                    let address = (u64::from(high) << 32) | u64::from(low & !0xf);
+                    // Memory decoding off, or an unassigned BAR, decodes nothing.
+                    let decoding = command & 0x2 != 0 && address != 0;
+                    PciRegion {
+                        bar: index as u8,
+                        io: false,
+                        address: decoding.then_some(address),
+                        size,
+                        prefetch: low & 0x8 != 0,
+                        mem_type_64: mem64,
+                    }
+                })
+                .collect();
+            out.push(PciFunctionInfo {
+                bus: 0,
+                slot: devfn >> 3,
+                function: devfn & 7,
+                vendor: id as u16,
+                device: (id >> 16) as u16,
+                subsystem_vendor: subsys as u16,
+                subsystem: (subsys >> 16) as u16,
+                class: (class >> 16) as u16,
+                irq_pin: (int >> 8) as u8,
+                irq_line: int as u8,
+                qdev_id: ids(devfn).unwrap_or_default(),
+                regions,
+            });
+        }
+        out
     }
 
     /// Registers every function's ioeventfds on a newly created `vm` (first boot, reset, S3
@@ -359,8 +438,8 @@ mod tests {
         let mmio64 = MemoryLayout::new(1 << 30, 40).unwrap().pci_mmio64.0;
         let a = Arc::new(Mutex::new(Fake::new()));
         let b = Arc::new(Mutex::new(Fake::new()));
-        let pa = pci.add(&mut io, a.clone()).unwrap();
-        let pb = pci.add(&mut io, b.clone()).unwrap();
+        let pa = pci.add(&mut io, a.clone(), None).unwrap();
+        let pb = pci.add(&mut io, b.clone(), None).unwrap();
         assert_eq!(pa.devfn, 1 << 3);
         assert_eq!(pb.devfn, 2 << 3);
         assert_eq!(
@@ -408,7 +487,7 @@ mod tests {
             blocker,
         )
         .unwrap();
-        let err = pci.add(&mut io, Arc::new(Mutex::new(Fake::new())));
+        let err = pci.add(&mut io, Arc::new(Mutex::new(Fake::new())), None);
         assert!(matches!(err, Err(PciError::Mmio(2, _))), "{err:?}");
         assert_eq!(pci.placements().count(), 0);
         assert_eq!(lock(pci.root()).next_free_slot(), Some(8));
@@ -416,10 +495,11 @@ mod tests {
         let mut pci = bus();
         let mut io = IoManager::new();
         for _ in 1..32 {
-            pci.add(&mut io, Arc::new(Mutex::new(Fake::new()))).unwrap();
+            pci.add(&mut io, Arc::new(Mutex::new(Fake::new())), None)
+                .unwrap();
         }
         assert!(matches!(
-            pci.add(&mut io, Arc::new(Mutex::new(Fake::new()))),
+            pci.add(&mut io, Arc::new(Mutex::new(Fake::new())), None),
             Err(PciError::NoSlot)
         ));
     }
@@ -429,7 +509,7 @@ mod tests {
         let mut pci = bus();
         let mut io = IoManager::new();
         let dev = Arc::new(Mutex::new(Fake::new()));
-        pci.add(&mut io, dev.clone()).unwrap();
+        pci.add(&mut io, dev.clone(), None).unwrap();
         let root = pci.root().clone();
         let root = lock(&root);
         // Sizing with decoding off is not a move.
@@ -472,7 +552,7 @@ mod tests {
         let mut pci = bus();
         let mut io = IoManager::new();
         let dev = Arc::new(Mutex::new(Fake::new()));
-        pci.add(&mut io, dev.clone()).unwrap();
+        pci.add(&mut io, dev.clone(), None).unwrap();
         let (address, fd) = lock(&dev).ioevents().unwrap().remove(0);
         for _ in 0..2 {
             let vm = kvm.create_vm().unwrap();
@@ -512,6 +592,10 @@ mod tests {
         fn reset(&mut self) -> Result<(), petrel_devices::virtio::VirtioDeviceError> {
             Ok(())
         }
+
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
     }
 
     /// A virtio-pci function wired end to end: BAR, MSI-X routes, ioeventfds. Needs
@@ -532,10 +616,10 @@ mod tests {
         let dev = Arc::new(Mutex::new(dev));
         let mut pci = bus();
         let mut io = IoManager::new();
-        let placement = pci.add(&mut io, dev.clone()).unwrap();
+        let placement = pci.add(&mut io, dev.clone(), None).unwrap();
         let bar = lock(&dev).bar_address();
         assert_eq!(placement.bars, [(0, bar, lock(&dev).bar_size())]);
-        assert!(bar >= layout::HIGH_RAM_START);
+        assert!((layout::PCI_MMIO32_START..1 << 32).contains(&bar));
 
         let vm = Arc::new(kvm.create_vm().unwrap());
         vm.create_irq_chip().unwrap();

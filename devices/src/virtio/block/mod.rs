@@ -7,6 +7,7 @@
 //! one I/O thread, `virtio-blk-<id>`, which waits on the queues' notify
 //! eventfds and serves the requests (see [`worker`]).
 
+pub mod control;
 pub mod policy;
 mod worker;
 
@@ -23,6 +24,7 @@ use virtio_bindings::virtio_blk;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+pub use control::{DiskControl, DiskEvents, IoErrorReport, IoStatus};
 pub use policy::{ErrorAction, ErrorOutcome, ErrorPolicy};
 
 use super::{
@@ -64,6 +66,9 @@ pub enum VirtioBlockError {
     /// `queue-size - 2`).
     #[error("queue-size must be a power of two between 4 and 32768, got {0}")]
     QueueSize(u16),
+    /// The device's eventfd could not be created.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
 }
 
 /// How to create a [`VirtioBlock`] (QEMU's `-device virtio-blk-pci`
@@ -76,6 +81,8 @@ pub struct BlockParams {
     pub num_queues: u16,
     /// `queue-size`.
     pub queue_size: u16,
+    /// How writes, flushes and discards reach the image.
+    pub cache: CacheMode,
 }
 
 impl Default for BlockParams {
@@ -84,6 +91,30 @@ impl Default for BlockParams {
             serial: None,
             num_queues: 1,
             queue_size: DEFAULT_QUEUE_SIZE,
+            cache: CacheMode::default(),
+        }
+    }
+}
+
+/// How a disk's writes, flushes and discards reach its image (QEMU's `cache=` and
+/// `discard=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheMode {
+    /// Writes may stay in the host's cache until a flush; off flushes after every write
+    /// (`cache=writethrough`, `directsync`).
+    pub writeback: bool,
+    /// Flush requests succeed without flushing (`cache=unsafe`).
+    pub ignore_flush: bool,
+    /// Discards reach the image (`discard=unmap`); otherwise they succeed doing nothing.
+    pub discard: bool,
+}
+
+impl Default for CacheMode {
+    fn default() -> Self {
+        CacheMode {
+            writeback: true,
+            ignore_flush: false,
+            discard: true,
         }
     }
 }
@@ -173,6 +204,8 @@ impl Worker {
 pub struct VirtioBlock {
     id: String,
     backend: Arc<BlockBackend>,
+    cache: CacheMode,
+    control: Arc<DiskControl>,
     serial: [u8; ID_BYTES],
     queue_sizes: Vec<u16>,
     avail_features: u64,
@@ -240,9 +273,12 @@ impl VirtioBlock {
             max_write_zeroes_seg: MAX_WRITE_ZEROES_SEG,
             write_zeroes_may_unmap: 1,
         };
+        let control = DiskControl::logging().map_err(VirtioBlockError::EventFd)?;
         Ok(VirtioBlock {
             id: id.into(),
             backend,
+            cache: params.cache,
+            control: Arc::new(control),
             serial,
             queue_sizes: vec![qs; usize::from(params.num_queues)],
             avail_features,
@@ -261,6 +297,16 @@ impl VirtioBlock {
     /// The backend.
     pub fn backend(&self) -> &Arc<BlockBackend> {
         &self.backend
+    }
+
+    /// The run-time controls (error policy, I/O status, resume after an error stop).
+    pub fn control(&self) -> &Arc<DiskControl> {
+        &self.control
+    }
+
+    /// Replaces the run-time controls; takes effect at the next activation.
+    pub fn set_control(&mut self, control: Arc<DiskControl>) {
+        self.control = control;
     }
 
     /// The configuration space.
@@ -381,11 +427,13 @@ impl VirtioDevice for VirtioBlock {
             serial: self.serial,
             interrupt: interrupt.clone(),
             read_only: self.backend.is_read_only(),
+            cache: self.cache,
+            control: self.control.clone(),
+            stop: stop.try_clone().map_err(backend_err)?,
         };
-        let thread_stop = stop.try_clone().map_err(backend_err)?;
         let handle = std::thread::Builder::new()
             .name(format!("virtio-blk-{}", self.id))
-            .spawn(move || worker::run(ctx, queues, thread_stop))
+            .spawn(move || worker::run(ctx, queues))
             .map_err(backend_err)?;
         self.interrupt = Some(interrupt);
         self.worker = Some(Worker { stop, handle });
@@ -397,6 +445,10 @@ impl VirtioDevice for VirtioBlock {
         self.interrupt = None;
         self.acked_features = 0;
         Ok(())
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 

@@ -18,7 +18,11 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, MAX_WRITE_ZEROES_SEG, SECTOR_SHIFT};
+use super::control::{DiskControl, IoErrorReport};
+use super::policy::ErrorOutcome;
+use super::{
+    CacheMode, ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, MAX_WRITE_ZEROES_SEG, SECTOR_SHIFT,
+};
 use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt, VirtioInterruptType};
 
 /// Request header length.
@@ -42,11 +46,35 @@ pub(super) struct Context {
     pub(super) serial: [u8; ID_BYTES],
     pub(super) interrupt: Arc<dyn VirtioInterrupt>,
     pub(super) read_only: bool,
+    pub(super) cache: CacheMode,
+    pub(super) control: Arc<DiskControl>,
+    /// Signalled to end the thread; also ends waits for a resume or a throttle.
+    pub(super) stop: EventFd,
 }
 
-/// The I/O thread's body: returns when `stop` is signalled.
-pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>, stop: EventFd) {
-    let epoll = match setup_epoll(&queues, &stop) {
+/// Why a request did not complete.
+enum Failure {
+    /// The request itself is wrong: this status goes to the guest.
+    Status(u8),
+    /// The host failed it: the error policy decides.
+    Host {
+        write: bool,
+        error: petrel_block::BackendError,
+    },
+    /// The device is stopping; drop the request.
+    Stopped,
+}
+
+impl From<u8> for Failure {
+    fn from(status: u8) -> Self {
+        Failure::Status(status)
+    }
+}
+
+/// The I/O thread's body: returns when `ctx.stop` is signalled.
+pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>) {
+    let stop = &ctx.stop;
+    let epoll = match setup_epoll(&queues, stop) {
         Ok(epoll) => epoll,
         Err(e) => {
             error!("virtio-blk: cannot set up epoll: {e}");
@@ -57,7 +85,9 @@ pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>, stop: EventFd) 
     // Serve whatever the driver queued before the thread started (e.g. after
     // a restore).
     for q in &mut queues {
-        ctx.process_queue(q);
+        if !ctx.process_queue(q) {
+            return;
+        }
     }
     let mut events = vec![EpollEvent::default(); queues.len() + 1];
     loop {
@@ -80,7 +110,9 @@ pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>, stop: EventFd) 
             // Clear the eventfd before looking at the ring, so a kick
             // arriving while we process is not lost.
             let _ = q.notify.read();
-            ctx.process_queue(q);
+            if !ctx.process_queue(q) {
+                return;
+            }
         }
     }
 }
@@ -169,14 +201,14 @@ fn scatter(
 
 impl Context {
     /// Serves every available request of `q`, then signals the driver if
-    /// it asked to be.
-    fn process_queue(&self, q: &mut ActivatedQueue) {
+    /// it asked to be. False if the device is stopping.
+    fn process_queue(&self, q: &mut ActivatedQueue) -> bool {
         let mem = self.mem.as_ref();
         let mut used_any = false;
         loop {
             if let Err(e) = q.queue.disable_notification(mem) {
                 error!("virtio-blk: queue {}: {e}", q.index);
-                return;
+                return true;
             }
             while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
@@ -189,7 +221,9 @@ impl Context {
                         segs.readable.push(entry);
                     }
                 }
-                let used_len = self.handle_request(&segs);
+                let Some(used_len) = self.handle_request(&segs) else {
+                    return false;
+                };
                 if let Err(e) = q.queue.add_used(mem, head, used_len) {
                     error!("virtio-blk: queue {}: add_used: {e}", q.index);
                 }
@@ -205,7 +239,7 @@ impl Context {
             }
         }
         if !used_any {
-            return;
+            return true;
         }
         match q.queue.needs_notification(mem) {
             Ok(false) => {}
@@ -216,64 +250,108 @@ impl Context {
                 }
             }
         }
+        true
     }
 
     /// Serves one request; returns the number of bytes written to the
-    /// device-writable part (data and status).
-    fn handle_request(&self, segs: &Segments) -> u32 {
+    /// device-writable part (data and status), or `None` if the device
+    /// stopped while the request was held.
+    fn handle_request(&self, segs: &Segments) -> Option<u32> {
         let mem = self.mem.as_ref();
         let writable = total(&segs.writable);
         if writable == 0 {
             warn!("virtio-blk: request without a status byte, dropped");
-            return 0;
+            return Some(0);
         }
         let in_len = writable - 1;
-        let (status, data_written) = match self.execute(segs, in_len) {
-            Ok(n) => (S_OK, n),
-            Err(status) => (status, 0),
+        let (status, data_written) = loop {
+            match self.execute(segs, in_len) {
+                Ok(n) => break (S_OK, n),
+                Err(Failure::Status(status)) => break (status, 0),
+                Err(Failure::Stopped) => return None,
+                Err(Failure::Host { write, error }) => match self.host_error(write, &error) {
+                    ErrorOutcome::Report => break (S_IOERR, 0),
+                    ErrorOutcome::Ignore => break (S_OK, 0),
+                    // Held until the VM resumes, then tried again, as QEMU does.
+                    ErrorOutcome::Stop => {
+                        if !self.control.wait_resume(&self.stop) {
+                            return None;
+                        }
+                    }
+                },
+            }
         };
         if scatter(mem, &segs.writable, in_len, &[status]).is_err() {
             warn!("virtio-blk: cannot write the status byte");
-            return 0;
+            return Some(0);
         }
-        u32::try_from(data_written + 1).unwrap_or(u32::MAX)
+        Some(u32::try_from(data_written + 1).unwrap_or(u32::MAX))
     }
 
-    /// Executes a request; returns the data bytes written to the guest, or
-    /// the error status.
-    fn execute(&self, segs: &Segments, in_len: u64) -> Result<u64, u8> {
+    /// Applies the error policy to a failed host request and reports it.
+    fn host_error(&self, write: bool, error: &petrel_block::BackendError) -> ErrorOutcome {
+        let policy = self.control.policy();
+        let nospace = error.is_no_space();
+        let action = if write { policy.write } else { policy.read }.outcome(nospace);
+        self.control.report(IoErrorReport {
+            device: self.backend.name().to_string(),
+            node_name: self.backend.root().node_name().to_string(),
+            write,
+            action,
+            nospace,
+            reason: error.reason(),
+        });
+        action
+    }
+
+    /// Waits until the throttle lets `bytes` through.
+    fn throttle(&self, write: bool, bytes: u64) -> Result<(), Failure> {
+        while let Err(wait) = self.backend.throttle_admit(write, bytes) {
+            if !DiskControl::sleep(&self.stop, wait) {
+                return Err(Failure::Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes a request; returns the data bytes written to the guest.
+    fn execute(&self, segs: &Segments, in_len: u64) -> Result<u64, Failure> {
         let mem = self.mem.as_ref();
         let mut header = [0u8; HEADER_LEN as usize];
         gather(mem, &segs.readable, 0, &mut header).map_err(|()| S_IOERR)?;
         let req_type = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
         let sector = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
         let out_len = total(&segs.readable) - HEADER_LEN;
-        let io = |r: Result<(), petrel_block::BackendError>| {
-            r.map_err(|e| {
-                warn!("virtio-blk {}: {e}", self.backend.name());
-                S_IOERR
-            })
-        };
+        let host = |write: bool| move |error| Failure::Host { write, error };
         match req_type {
             virtio_blk::VIRTIO_BLK_T_IN => {
                 let offset = self.data_range(sector, in_len)?;
+                self.throttle(false, in_len)?;
                 let mut buf = vec![0u8; in_len as usize];
-                io(self.backend.read_at(offset, &mut buf))?;
+                self.backend
+                    .read_at(offset, &mut buf)
+                    .map_err(host(false))?;
                 scatter(mem, &segs.writable, 0, &buf).map_err(|()| S_IOERR)?;
                 Ok(in_len)
             }
             virtio_blk::VIRTIO_BLK_T_OUT => {
                 if self.read_only {
-                    return Err(S_IOERR);
+                    return Err(S_IOERR.into());
                 }
                 let offset = self.data_range(sector, out_len)?;
+                self.throttle(true, out_len)?;
                 let mut buf = vec![0u8; out_len as usize];
                 gather(mem, &segs.readable, HEADER_LEN, &mut buf).map_err(|()| S_IOERR)?;
-                io(self.backend.write_at(offset, &buf))?;
+                self.backend.write_at(offset, &buf).map_err(host(true))?;
+                if !self.cache.writeback && !self.cache.ignore_flush {
+                    self.backend.flush().map_err(host(true))?;
+                }
                 Ok(0)
             }
             virtio_blk::VIRTIO_BLK_T_FLUSH => {
-                io(self.backend.flush())?;
+                if !self.cache.ignore_flush {
+                    self.backend.flush().map_err(host(true))?;
+                }
                 Ok(0)
             }
             virtio_blk::VIRTIO_BLK_T_GET_ID => {
@@ -292,7 +370,7 @@ impl Context {
                     || !out_len.is_multiple_of(SEGMENT_LEN)
                     || out_len / SEGMENT_LEN > u64::from(max_seg)
                 {
-                    return Err(S_UNSUPP);
+                    return Err(S_UNSUPP.into());
                 }
                 for i in 0..out_len / SEGMENT_LEN {
                     let mut seg = [0u8; SEGMENT_LEN as usize];
@@ -307,7 +385,7 @@ impl Context {
                     "virtio-blk {}: unsupported request type {other}",
                     self.backend.name()
                 );
-                Err(S_UNSUPP)
+                Err(S_UNSUPP.into())
             }
         }
     }
@@ -330,20 +408,21 @@ impl Context {
     }
 
     /// Executes one discard or write-zeroes segment.
-    fn discard_segment(&self, discard: bool, seg: &[u8; SEGMENT_LEN as usize]) -> Result<(), u8> {
+    fn discard_segment(
+        &self,
+        discard: bool,
+        seg: &[u8; SEGMENT_LEN as usize],
+    ) -> Result<(), Failure> {
         let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap_or_default());
         let num_sectors = u32::from_le_bytes(seg[8..12].try_into().unwrap_or_default());
         let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap_or_default());
         // Unknown flags, or unmap on a discard, are unsupported.
         let allowed = if discard { 0 } else { FLAG_UNMAP };
         if flags & !allowed != 0 {
-            return Err(S_UNSUPP);
+            return Err(S_UNSUPP.into());
         }
-        if num_sectors > MAX_DISCARD_SECTORS {
-            return Err(S_IOERR);
-        }
-        if self.read_only {
-            return Err(S_IOERR);
+        if num_sectors > MAX_DISCARD_SECTORS || self.read_only {
+            return Err(S_IOERR.into());
         }
         let len = u64::from(num_sectors) << SECTOR_SHIFT;
         let offset = self.data_range(sector, 0).and_then(|o| {
@@ -353,15 +432,17 @@ impl Context {
                 _ => Err(S_IOERR),
             }
         })?;
+        // With `discard=ignore`, discards succeed without reaching the image, as in QEMU; a
+        // write-zeroes may still not unmap.
         let result = if discard {
+            if !self.cache.discard {
+                return Ok(());
+            }
             self.backend.discard(offset, len)
         } else {
-            self.backend
-                .write_zeroes(offset, len, flags & FLAG_UNMAP != 0)
+            let unmap = flags & FLAG_UNMAP != 0 && self.cache.discard;
+            self.backend.write_zeroes(offset, len, unmap)
         };
-        result.map_err(|e| {
-            warn!("virtio-blk {}: {e}", self.backend.name());
-            S_IOERR
-        })
+        result.map_err(|error| Failure::Host { write: true, error })
     }
 }

@@ -98,6 +98,10 @@ impl VirtioDevice for Dummy {
         record.notify.clear();
         Ok(())
     }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 struct Rig {
