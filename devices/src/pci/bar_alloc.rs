@@ -202,6 +202,8 @@ mod tests {
         // A window ending at the top of the address space fills up cleanly.
         let top = AddressWindow::new(u64::MAX - 0xfff, 0x1000).unwrap();
         let mut b = BarAllocator::new(AddressWindow::new(0, 0x1000).unwrap(), top).unwrap();
+        // 64-bit BARs fill the 32-bit window first.
+        assert_eq!(b.allocate(BarKind::Mem64, 0x1000), Ok(0));
         assert_eq!(b.allocate(BarKind::Mem64, 0x1000), Ok(u64::MAX - 0xfff));
         assert!(b.allocate(BarKind::Mem64, 0x10).is_err());
     }
