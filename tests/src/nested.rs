@@ -645,6 +645,14 @@ impl L2Boot {
     pub fn line(&self, prefix: &str) -> Option<&Line> {
         self.output.iter().find(|l| l.text.starts_with(prefix))
     }
+
+    /// Every output line starting with `prefix`, with the prefix removed, in order.
+    pub fn values(&self, prefix: &str) -> Vec<&str> {
+        self.output
+            .iter()
+            .filter_map(|l| l.text.strip_prefix(prefix))
+            .collect()
+    }
 }
 
 /// The console of a nested run and L0's status, parsed.
