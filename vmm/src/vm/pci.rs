@@ -435,52 +435,39 @@ mod tests {
     fn places_bars_and_routes_mmio() {
         let mut pci = bus();
         let mut io = IoManager::new();
-        let mmio64 = MemoryLayout::new(1 << 30, 40).unwrap().pci_mmio64.0;
+        // 64-bit BARs go below 4 GiB too while the 32-bit window has room.
+        let s = layout::PCI_MMIO32_START;
         let a = Arc::new(Mutex::new(Fake::new()));
         let b = Arc::new(Mutex::new(Fake::new()));
         let pa = pci.add(&mut io, a.clone(), None).unwrap();
         let pb = pci.add(&mut io, b.clone(), None).unwrap();
         assert_eq!(pa.devfn, 1 << 3);
         assert_eq!(pb.devfn, 2 << 3);
-        assert_eq!(
-            pa.bars,
-            [(0, mmio64, 0x4000), (2, layout::PCI_MMIO32_START, 0x1000)]
-        );
-        assert_eq!(
-            pb.bars,
-            [
-                (0, mmio64 + 0x4000, 0x4000),
-                (2, layout::PCI_MMIO32_START + 0x1000, 0x1000)
-            ]
-        );
+        assert_eq!(pa.bars, [(0, s, 0x4000), (2, s + 0x4000, 0x1000)]);
+        assert_eq!(pb.bars, [(0, s + 0x8000, 0x4000), (2, s + 0xc000, 0x1000)]);
 
         // Accesses reach the right function with BAR-relative offsets.
         let mut data = [0u8; 4];
-        io.mmio_read(MmioAddress(mmio64 + 0x4010), &mut data)
-            .unwrap();
+        io.mmio_read(MmioAddress(s + 0x8010), &mut data).unwrap();
         assert_eq!(data, [0xab; 4]);
-        assert_eq!(lock(&b).last, Some((mmio64 + 0x4000, 0x10)));
-        io.mmio_write(MmioAddress(layout::PCI_MMIO32_START + 0x20), &[1])
-            .unwrap();
-        assert_eq!(lock(&a).last, Some((layout::PCI_MMIO32_START, 0x20)));
+        assert_eq!(lock(&b).last, Some((s + 0x8000, 0x10)));
+        io.mmio_write(MmioAddress(s + 0x4020), &[1]).unwrap();
+        assert_eq!(lock(&a).last, Some((s + 0x4000, 0x20)));
         assert!(io.pio_read(PioAddress(0xcfc), &mut data).is_err());
 
         // The root bus sees the functions with their BARs programmed.
         let root = pci.root().clone();
         let root = lock(&root);
-        assert_eq!(root.config_read(0, 8, 4), (mmio64 as u32) | 0x4);
-        assert_eq!(root.config_read(0, 8, 6), layout::PCI_MMIO32_START as u32);
-        assert_eq!(
-            root.config_read(0, 16, 6),
-            layout::PCI_MMIO32_START as u32 + 0x1000
-        );
+        assert_eq!(root.config_read(0, 8, 4), (s as u32) | 0x4);
+        assert_eq!(root.config_read(0, 8, 6), s as u32 + 0x4000);
+        assert_eq!(root.config_read(0, 16, 6), s as u32 + 0xc000);
     }
 
     #[test]
     fn full_bus_and_clashes_leave_no_trace() {
         let mut pci = bus();
         let mut io = IoManager::new();
-        // Something already sits where the first 32-bit BAR would go.
+        // Something already sits where the first BAR would go.
         let blocker = Arc::new(Mutex::new(Fake::new()));
         io.register_mmio(
             MmioRange::new(MmioAddress(layout::PCI_MMIO32_START), 0x10).unwrap(),
@@ -488,7 +475,7 @@ mod tests {
         )
         .unwrap();
         let err = pci.add(&mut io, Arc::new(Mutex::new(Fake::new())), None);
-        assert!(matches!(err, Err(PciError::Mmio(2, _))), "{err:?}");
+        assert!(matches!(err, Err(PciError::Mmio(0, _))), "{err:?}");
         assert_eq!(pci.placements().count(), 0);
         assert_eq!(lock(pci.root()).next_free_slot(), Some(8));
 
