@@ -70,6 +70,7 @@ size_t strlen(const char *s);
 const void *mem_find4(const void *hay, size_t n, const char needle[4], unsigned key);
 uint8_t byte_sum(const void *p, size_t n);
 bool str_starts(const char *s, const char *prefix);
+bool mem_eq64(const void *a, const void *b, size_t words);  /* repe cmpsq */
 
 /* ---- serial.c / fmt.c ---- */
 void uart_init(void);
@@ -101,10 +102,12 @@ void bootinfo_load(uint32_t start_info_paddr);
 void e820_report_and_map(void);
 bool mem_probe(void);
 bool e820_page_usable(uint64_t addr);
+void *ram_after_image(uint64_t len);    /* 2 MiB aligned, in one usable region, mapped; or NULL */
 
 /* ---- cmdline.c ---- */
 bool cmdline_get(const char *cmdline, const char *key, char *out, size_t outlen);
 uint64_t parse_u64(const char *s, bool *ok);
+bool cmdline_u64(const char *key, uint64_t *val);   /* false: absent; panics on a bad number */
 
 /* ---- acpi.c ---- */
 struct gas {
@@ -177,10 +180,10 @@ void pci_write32(const struct pci_dev *d, unsigned off, uint32_t v);
 uint16_t pci_read16(const struct pci_dev *d, unsigned off);
 void pci_write16(const struct pci_dev *d, unsigned off, uint16_t v);
 
-/* ---- virtio.c / virtio_blk.c ---- */
+/* ---- virtio.c ---- */
 struct virtq {
     uint16_t size;                  /* entries in use (<= VQ_MAX) */
-    uint16_t avail_idx, used_seen;
+    uint16_t avail_idx, used_seen;  /* next free avail slot; next used entry to pop */
     struct vq_desc { uint64_t addr; uint32_t len; uint16_t flags, next; } *desc;
     volatile uint16_t *avail;       /* flags, idx, ring[] */
     volatile uint8_t *used;         /* flags, idx, {u32 id, u32 len}[] */
@@ -192,21 +195,78 @@ struct virtio_dev {
     uint32_t notify_mult;
     uint64_t features;              /* negotiated */
     bool msix;                      /* completions by MSI-X interrupt */
+    bool config_irq;                /* config changes on their own MSI-X entry (1) */
+    uint64_t timeout_us;            /* virtio_wait(); 0: 30 s */
     struct virtq q;
 };
-extern volatile uint32_t virtio_irq_count;
-bool virtio_init(struct virtio_dev *v, uint64_t wanted_features);  /* up to DRIVER_OK, queue 0 */
-/* Chain of n buffers (bit i of write_mask: the device writes buffer i) on queue 0,
- * notify, wait; returns false on timeout. */
+#define VQ_MAX          256
+#define DESC_F_NEXT     1
+#define DESC_F_WRITE    2
+extern volatile uint32_t virtio_irq_count;         /* queue vector (and config when shared) */
+extern volatile uint32_t virtio_config_irq_count;  /* config vector, when config_irq */
+/* Up to DRIVER_OK with queue 0 of min(device max, qsize) entries; config_entry1:
+ * configuration changes on MSI-X entry 1 (when the table has two entries). */
+bool virtio_init(struct virtio_dev *v, uint64_t wanted_features, unsigned qsize, bool config_entry1);
+/* Asynchronous requests: write chains, post their heads, kick once, pop completions. */
+void virtq_chain(struct virtq *q, unsigned first, int n, const uint64_t *addr, const uint32_t *len,
+                 unsigned write_mask);     /* descriptors first..first+n-1; bit i: device writes */
+static inline void virtq_post(struct virtq *q, uint16_t head)
+{
+    q->avail[2 + (q->avail_idx & (q->size - 1))] = head;     /* sizes are powers of two */
+    q->avail_idx++;
+}
+void virtq_kick(struct virtio_dev *v);     /* publish posted heads; notify unless suppressed */
+static inline uint16_t virtq_used_idx(const struct virtq *q) { return *(volatile uint16_t *)(q->used + 2); }
+static inline int virtq_pop(struct virtq *q)   /* head of the next completed chain, -1: none */
+{
+    if (virtq_used_idx(q) == q->used_seen)
+        return -1;
+    barrier();
+    uint32_t id = *(volatile uint32_t *)(q->used + 4 + 8 * (q->used_seen & (q->size - 1)));
+    q->used_seen++;
+    return (int)id;
+}
+/* Sleep (MSI-X) or poll until the used ring has an entry to pop (and, with
+ * want_irq, an interrupt came after irqs0): false after timeout_us of no
+ * progress and a final look at the used ring. With MSI-X the watchdog must run. */
+bool virtio_wait(struct virtio_dev *v, bool want_irq, uint32_t irqs0);
+void virtio_watchdog(struct virtio_dev *v, bool on);   /* periodic LAPIC timer while halted */
+void virtio_sleep(void);                               /* sti; hlt; cli */
+/* Synchronous: chain at descriptor 0, notify, wait for it (and its
+ * interrupt); returns false on timeout. */
 bool virtio_submit(struct virtio_dev *v, int n, const uint64_t *addr, const uint32_t *len, unsigned write_mask);
+uint8_t virtio_config_generation(struct virtio_dev *v);
+uint8_t virtio_isr(struct virtio_dev *v);              /* read (and clear) the ISR status */
 void virtio_quiesce(struct virtio_dev *v);
+
+/* ---- virtio_blk.c, virtio_blk_bench.c ---- */
+#define BLK_T_IN        0
+#define BLK_T_OUT       1
+#define BLK_T_FLUSH     4
+#define BLK_T_GET_ID    8
+struct blk_hdr {
+    uint32_t type, reserved;
+    uint64_t sector;
+    uint8_t status;                 /* written by the device */
+} __attribute__((aligned(16)));
+extern struct virtio_dev vblk;
+struct blk_geom { uint64_t capacity; uint32_t bsize; bool ro; };
+/* Find, initialise, GET_ID, print "blk: capacity=..."; false after a failure line. */
+bool blk_open(unsigned qsize, bool config_entry1, struct blk_geom *g);
+uint64_t blk_read_capacity(void);   /* generation-consistent */
+int blk_req(uint32_t type, uint64_t sector, void *data, uint32_t len);  /* status, -1: timeout */
+void blk_set_timeout(void);         /* petrel.blk.timeout */
 bool blk_run(void);
+bool blkbench_run(void);
+bool blkresize_run(void);
 
 /* ---- timer.c ---- */
 void timer_init(void);
-void timer_start_us(uint32_t us);   /* one-shot, up to ~50 ms */
+void timer_start_us(uint64_t us);   /* one-shot, polled (see timer.c) */
 bool timer_expired(void);
 void delay_us(uint32_t us);
+uint64_t timer_calibrate_tsc(const char **source);  /* TSC kHz; source "pit", "cpuid", "guess" */
+uint64_t tsc_to_us(uint64_t ticks);
 
 /* ---- smp.c ---- */
 int smp_boot(void);                 /* returns CPUs online incl. BSP */
@@ -253,7 +313,8 @@ extern char boot_stack[], boot_stack_top[];
 extern uint64_t pml4[], pdpt[], high_pds[];
 extern char ap_tramp_start[], ap_tramp_end[], ap_tramp_ljmp_end[];
 extern char resume_entry32[];
-extern char nmi_entry[], irq_default_entry[], irq_spurious_entry[], irq_sci_entry[], irq_virtio_entry[];
+extern char nmi_entry[], irq_default_entry[], irq_spurious_entry[], irq_sci_entry[], irq_virtio_entry[],
+    irq_virtio_config_entry[];
 extern volatile uint32_t nmi_count;
 void idle_wait(uint32_t seen_nmis);
 int s3_save(void) __attribute__((returns_twice));

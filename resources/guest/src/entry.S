@@ -275,6 +275,7 @@ nmi_entry:
         IRQ_STUB irq_spurious_entry, irq_spurious
         IRQ_STUB irq_sci_entry, irq_sci
         IRQ_STUB irq_virtio_entry, virtio_irq
+        IRQ_STUB irq_virtio_config_entry, virtio_config_irq
 
 /* void idle_wait(uint32_t seen): called and returns with IF clear. Sleeps in
  * `sti; hlt` (the STI shadow makes the pair atomic for interrupts) unless

@@ -1,4 +1,5 @@
-/* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend, blk. */
+/* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend, blk,
+ * blkbench, blkresize. */
 #include "petrel.h"
 
 #define CMOS_BOOT_COUNT 0x7e
@@ -77,7 +78,10 @@ bool scenario_run(const char *name)
     bool is_rtcset = !memcmp(name, "rtcset", 7);
     bool is_suspend = !memcmp(name, "suspend", 8);
     bool is_blk = !memcmp(name, "blk", 4);
-    if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend && !is_blk)
+    bool is_blkbench = !memcmp(name, "blkbench", 9);
+    bool is_blkresize = !memcmp(name, "blkresize", 10);
+    if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend && !is_blk &&
+        !is_blkbench && !is_blkresize)
         panic("unknown petrel.test=%s", name);
 
     int count = boot_count_bump();
@@ -96,5 +100,9 @@ bool scenario_run(const char *name)
         idle_run();             /* returns after the power button */
     if (is_blk)
         return blk_run();
+    if (is_blkbench)
+        return blkbench_run();
+    if (is_blkresize)
+        return blkresize_run();
     return true;
 }

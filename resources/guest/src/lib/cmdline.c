@@ -51,3 +51,16 @@ uint64_t parse_u64(const char *s, bool *ok)
     *ok = true;
     return v;
 }
+
+/* petrel.* numeric option: false when absent; a bad number panics. */
+bool cmdline_u64(const char *key, uint64_t *val)
+{
+    char buf[32];
+    if (!cmdline_get(boot.cmdline, key, buf, sizeof(buf)))
+        return false;
+    bool ok;
+    *val = parse_u64(buf, &ok);
+    if (!ok)
+        panic("bad %s=%s", key, buf);
+    return true;
+}

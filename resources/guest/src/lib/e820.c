@@ -117,6 +117,21 @@ bool e820_page_usable(uint64_t addr)
     return false;
 }
 
+/* Scratch RAM for large DMA buffers: from the first 2 MiB boundary after the
+ * image (0x200000), `len` bytes inside one usable region and the identity map. */
+void *ram_after_image(uint64_t len)
+{
+    uint64_t base = ((uintptr_t)__kernel_end + (2ULL << 20) - 1) & ~((2ULL << 20) - 1);
+    if (base + len > boot.mapped_limit)
+        return NULL;
+    for (uint32_t i = 0; i < boot.nr_e820; i++) {
+        const struct e820_entry *e = &boot.e820[i];
+        if (e->type == 1 && base >= e->addr && base + len <= e->addr + e->size)
+            return (void *)(uintptr_t)base;
+    }
+    return NULL;
+}
+
 /* Write/read back patterns at a few spots of a page, restoring the data. */
 static bool probe_page(uint64_t page)
 {

@@ -8,10 +8,15 @@ void *memcpy(void *d, const void *s, size_t n)
     return ret;
 }
 
+/* The bulk with `rep stosq`: under KVM-PVM's instruction emulator each
+ * iteration costs about the same whatever its width. */
 void *memset(void *d, int c, size_t n)
 {
     void *ret = d;
-    __asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+    size_t words = n / 8, rest = n % 8;
+    uint64_t v = (uint8_t)c * 0x0101010101010101ULL;
+    __asm__ volatile("rep stosq" : "+D"(d), "+c"(words) : "a"(v) : "memory");
+    __asm__ volatile("rep stosb" : "+D"(d), "+c"(rest) : "a"(v) : "memory");
     return ret;
 }
 
@@ -99,4 +104,14 @@ uint8_t byte_sum(const void *ptr, size_t n)
     while (n--)
         total += *p++;
     return (uint8_t)total;
+}
+
+/* Compare 8-byte words with `repe cmpsq` (iterated inside the instruction). */
+bool mem_eq64(const void *a, const void *b, size_t words)
+{
+    if (!words)
+        return true;
+    bool eq;
+    __asm__ volatile("repe cmpsq" : "+S"(a), "+D"(b), "+c"(words), "=@ccz"(eq) : : "memory");
+    return eq;
 }

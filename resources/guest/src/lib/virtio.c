@@ -1,9 +1,12 @@
 /*
  * virtio 1.x over modern PCI: vendor capabilities, reset, feature
- * negotiation (VERSION_1 required), one split virtqueue (queue 0) in the
- * image's .nozero memory (identity mapped: physical = virtual), MSI-X to the
- * BSP's LAPIC, and synchronous requests: one chain in flight, completion by
- * interrupt (`sti; hlt`) or, without MSI-X, by polling the used ring.
+ * negotiation (VERSION_1 required), one split virtqueue (queue 0, up to 256
+ * entries) in the image's .nozero memory (identity mapped: physical =
+ * virtual), MSI-X to the BSP's LAPIC (queue on entry 0, configuration
+ * changes on entry 0 or 1). Requests are asynchronous (chains posted to the
+ * avail ring, one notify per batch, completions popped from the used ring)
+ * with a synchronous wrapper: one chain in flight. Completion by interrupt
+ * (`sti; hlt`) or, without MSI-X, by polling the used ring.
  */
 #include "petrel.h"
 
@@ -35,26 +38,36 @@
 #define ST_FEATURES_OK  8
 #define ST_FAILED       0x80
 
+#define CC_GENERATION   0x15
+
 #define VIRTIO_F_VERSION_1  (1ULL << 32)
 #define NO_VECTOR       0xffff
 #define VIRTIO_VECTOR   0x41        /* IDT vector of the queue's MSI-X message */
 #define TIMER_VECTOR    0x42        /* LAPIC timer: watchdog while halted */
-#define VQ_MAX          16
-#define DESC_F_NEXT     1
-#define DESC_F_WRITE    2
+#define CONFIG_VECTOR   0x43        /* configuration changes on MSI-X entry 1 */
+#define USED_F_NO_NOTIFY 1
+#define DEFAULT_TIMEOUT_US 30000000ULL
 
 #define LAPIC_LVT_TIMER 0x320
 #define LAPIC_TIMER_ICR 0x380
 #define LAPIC_TIMER_DCR 0x3E0
 
-/* Queue memory: descriptors at 0, avail at 0x100, used at 0x200 (16 entries). */
-static uint8_t vq_mem[4096] __attribute__((section(".nozero"), aligned(4096)));
+/* Queue memory: descriptors at 0, the avail ring at 16 * size, the used ring
+ * at the next 256-byte boundary after it (16 entries: 0, 0x100, 0x200, one
+ * page; 256 entries: 0, 0x1000, 0x1300). */
+static uint8_t vq_mem[0x2000] __attribute__((section(".nozero"), aligned(4096)));
 
-volatile uint32_t virtio_irq_count;
+volatile uint32_t virtio_irq_count, virtio_config_irq_count;
 void virtio_irq(void);
 void virtio_irq(void)
 {
     virtio_irq_count++;
+    lapic_eoi();
+}
+void virtio_config_irq(void);
+void virtio_config_irq(void)
+{
+    virtio_config_irq_count++;
     lapic_eoi();
 }
 
@@ -73,8 +86,17 @@ static void vfail(struct virtio_dev *v, const char *why)
     kprintf("virtio: %s\n", why);
 }
 
-/* MSI-X entry 0 -> BSP, VIRTIO_VECTOR; function enabled. False: no MSI-X. */
-static bool msix_setup(struct virtio_dev *v)
+static void msix_entry(uint64_t t, unsigned vector)
+{
+    mmio_write32(t + 0, 0xFEE00000u | (lapic_id() << 12));
+    mmio_write32(t + 4, 0);
+    mmio_write32(t + 8, vector);            /* fixed, edge */
+    mmio_write32(t + 12, 0);                /* unmasked */
+}
+
+/* MSI-X entry 0 -> BSP, VIRTIO_VECTOR (with config_entry1 and a table of two
+ * or more, entry 1 -> CONFIG_VECTOR too); function enabled. False: no MSI-X. */
+static bool msix_setup(struct virtio_dev *v, bool config_entry1)
 {
     struct pci_dev *d = &v->pci;
     unsigned cap = pci_find_cap(d, 0x11, 0);
@@ -88,17 +110,19 @@ static bool msix_setup(struct virtio_dev *v)
     if (!irq_armed)
         irq_setup();                /* IDT 32-255, LAPIC enabled, 8259s masked */
     idt_set_gate(VIRTIO_VECTOR, (uint64_t)(uintptr_t)irq_virtio_entry);
-    mmio_write32(t + 0, 0xFEE00000u | (lapic_id() << 12));
-    mmio_write32(t + 4, 0);
-    mmio_write32(t + 8, VIRTIO_VECTOR);     /* fixed, edge */
-    mmio_write32(t + 12, 0);                /* unmasked */
+    msix_entry(t, VIRTIO_VECTOR);
     uint16_t ctrl = pci_read16(d, cap + 2);
+    v->config_irq = config_entry1 && (ctrl & 0x7ff) >= 1;
+    if (v->config_irq) {
+        idt_set_gate(CONFIG_VECTOR, (uint64_t)(uintptr_t)irq_virtio_config_entry);
+        msix_entry(t + 16, CONFIG_VECTOR);
+    }
     pci_write16(d, cap + 2, (uint16_t)((ctrl & ~0x4000u) | 0x8000u));   /* enable, no function mask */
     pci_write16(d, 0x04, (uint16_t)(pci_read16(d, 0x04) | 0x400));      /* INTx off */
     return true;
 }
 
-bool virtio_init(struct virtio_dev *v, uint64_t wanted)
+bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool config_entry1)
 {
     struct pci_dev *d = &v->pci;
     if (!pci_enable(d))
@@ -147,8 +171,9 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted)
         return false;
     }
 
-    v->msix = msix_setup(v);
-    mmio_write16(c + CC_MSIX_CONFIG, v->msix ? 0 : NO_VECTOR);
+    v->msix = msix_setup(v, config_entry1);
+    uint16_t cfg_vec = v->config_irq ? 1 : 0;
+    mmio_write16(c + CC_MSIX_CONFIG, v->msix ? cfg_vec : NO_VECTOR);
 
     /* queue 0 */
     struct virtq *q = &v->q;
@@ -158,11 +183,16 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted)
         vfail(v, "queue 0 missing");
         return false;
     }
-    q->size = max < VQ_MAX ? max : VQ_MAX;
+    if (qsize > VQ_MAX)
+        qsize = VQ_MAX;
+    q->size = (uint16_t)(max < qsize ? max : qsize);
+    while (q->size & (q->size - 1))                 /* split rings: a power of two */
+        q->size &= (uint16_t)(q->size - 1);
     memset(vq_mem, 0, sizeof(vq_mem));
+    unsigned avail_off = 16u * q->size;
     q->desc = (struct vq_desc *)(void *)vq_mem;
-    q->avail = (volatile uint16_t *)(void *)(vq_mem + 0x100);
-    q->used = vq_mem + 0x200;
+    q->avail = (volatile uint16_t *)(void *)(vq_mem + avail_off);
+    q->used = vq_mem + ((avail_off + 6 + 2u * q->size + 0xff) & ~0xffu);
     q->avail_idx = q->used_seen = 0;
     mmio_write16(c + CC_Q_SIZE, q->size);
     mmio_write32(c + CC_Q_DESC, (uint32_t)(uintptr_t)q->desc);
@@ -173,11 +203,11 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted)
     mmio_write32(c + CC_Q_USED + 4, 0);
     if (v->msix) {
         mmio_write16(c + CC_Q_MSIX, 0);
-        if (mmio_read16(c + CC_Q_MSIX) != 0 || mmio_read16(c + CC_MSIX_CONFIG) != 0) {
+        if (mmio_read16(c + CC_Q_MSIX) != 0 || mmio_read16(c + CC_MSIX_CONFIG) != cfg_vec) {
             /* The device refused the vector: poll instead. */
             mmio_write16(c + CC_Q_MSIX, NO_VECTOR);
             mmio_write16(c + CC_MSIX_CONFIG, NO_VECTOR);
-            v->msix = false;
+            v->msix = v->config_irq = false;
         }
     }
     q->notify = v->notify_base + (uint64_t)mmio_read16(c + CC_Q_NOFF) * v->notify_mult;
@@ -192,57 +222,103 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted)
     return true;
 }
 
-static uint16_t used_idx(struct virtq *q)
+void virtq_chain(struct virtq *q, unsigned first, int n, const uint64_t *addr, const uint32_t *len,
+                 unsigned write_mask)
 {
-    return *(volatile uint16_t *)(q->used + 2);
+    for (int i = 0; i < n; i++) {
+        struct vq_desc *d = &q->desc[first + i];
+        d->addr = addr[i];
+        d->len = len[i];
+        d->flags = (uint16_t)(((write_mask >> i) & 1 ? DESC_F_WRITE : 0) | (i + 1 < n ? DESC_F_NEXT : 0));
+        d->next = (uint16_t)(first + i + 1);
+    }
+}
+
+void virtq_kick(struct virtio_dev *v)
+{
+    struct virtq *q = &v->q;
+    barrier();                                          /* ring entries before the index (x86: stores in order) */
+    q->avail[1] = q->avail_idx;
+    __asm__ volatile("mfence" ::: "memory");            /* index visible before reading the used flags */
+    if (!(*(volatile uint16_t *)q->used & USED_F_NO_NOTIFY))
+        mmio_write16(q->notify, 0);
+}
+
+void virtio_sleep(void)
+{
+    __asm__ volatile("sti; hlt; cli" ::: "memory");
+}
+
+/* The LAPIC timer, periodic (about 10 ms with KVM's 1 GHz APIC clock), wakes
+ * every hlt so a lost interrupt cannot hang a wait and timeouts get polled. */
+void virtio_watchdog(struct virtio_dev *v, bool on)
+{
+    if (!v->msix)
+        return;
+    if (on) {
+        lapic_write(LAPIC_TIMER_DCR, 0xB);             /* divide by 1 */
+        lapic_write(LAPIC_LVT_TIMER, (1u << 17) | TIMER_VECTOR);
+        lapic_write(LAPIC_TIMER_ICR, 10000000);
+    } else {
+        lapic_write(LAPIC_TIMER_ICR, 0);
+        lapic_write(LAPIC_LVT_TIMER, 0x10000);         /* masked */
+    }
+}
+
+static bool vq_ready(struct virtio_dev *v, bool want_irq, uint32_t irqs0)
+{
+    return virtq_used_idx(&v->q) != v->q.used_seen && (!want_irq || virtio_irq_count != irqs0);
+}
+
+bool virtio_wait(struct virtio_dev *v, bool want_irq, uint32_t irqs0)
+{
+    if (vq_ready(v, want_irq, irqs0))
+        return true;                                    /* checked with IF clear */
+    if (v->msix) {
+        virtio_sleep();                                 /* the usual case: one interrupt */
+        if (vq_ready(v, want_irq, irqs0))
+            return true;
+    }
+    /* The time base is read only from here on: PIT reads are port exits. */
+    timer_start_us(v->timeout_us ? v->timeout_us : DEFAULT_TIMEOUT_US);
+    while (!vq_ready(v, want_irq, irqs0) && !timer_expired()) {
+        if (v->msix)
+            virtio_sleep();
+        else    /* polled: a few hundred us of ring checks per PIT read */
+            for (int i = 0; i < 64 && !vq_ready(v, want_irq, irqs0); i++)
+                ;
+    }
+    /* Once more after a timeout: the device may just have answered (e.g. a VM
+     * resumed after a long pause). */
+    return virtq_used_idx(&v->q) != v->q.used_seen;
 }
 
 bool virtio_submit(struct virtio_dev *v, int n, const uint64_t *addr, const uint32_t *len, unsigned write_mask)
 {
     struct virtq *q = &v->q;
-    for (int i = 0; i < n; i++) {
-        q->desc[i].addr = addr[i];
-        q->desc[i].len = len[i];
-        q->desc[i].flags = (uint16_t)(((write_mask >> i) & 1 ? DESC_F_WRITE : 0) | (i + 1 < n ? DESC_F_NEXT : 0));
-        q->desc[i].next = (uint16_t)(i + 1);
-    }
-    q->avail[2 + q->avail_idx % q->size] = 0;          /* head descriptor 0 */
-    barrier();
-    q->avail_idx++;
-    q->avail[1] = q->avail_idx;
-    __asm__ volatile("mfence" ::: "memory");
-    mmio_write16(q->notify, 0);
-
-    bool done = false;
-    if (v->msix) {
-        /* Sleep until the MSI-X message; the LAPIC timer (periodic, about
-         * 10 ms with a 1 GHz APIC clock) bounds each sleep, 1000 of them
-         * = timeout. */
-        lapic_write(LAPIC_TIMER_DCR, 0xB);             /* divide by 1 */
-        lapic_write(LAPIC_LVT_TIMER, (1u << 17) | TIMER_VECTOR);
-        lapic_write(LAPIC_TIMER_ICR, 10000000);
-        /* Wait for both the used ring and the interrupt (one per request:
-         * one chain in flight, no EVENT_IDX), so irqs counts every one even
-         * when the device completes before the first hlt. */
-        uint32_t irqs = virtio_irq_count;
-        for (int wakes = 0; wakes < 1000; wakes++) {
-            if (used_idx(q) == q->avail_idx && virtio_irq_count != irqs)
-                break;                                  /* checked with IF clear */
-            __asm__ volatile("sti; hlt; cli" ::: "memory");
-        }
-        lapic_write(LAPIC_TIMER_ICR, 0);
-        lapic_write(LAPIC_LVT_TIMER, 0x10000);         /* masked */
-        done = used_idx(q) == q->avail_idx;
-    } else {
-        for (int ms = 0; ms < 10000 && !done; ms++) {
-            timer_start_us(1000);
-            while (!(done = used_idx(q) == q->avail_idx) && !timer_expired())
-                ;
-        }
-    }
-    barrier();
-    q->used_seen = used_idx(q);
+    virtq_chain(q, 0, n, addr, len, write_mask);
+    virtq_post(q, 0);
+    uint32_t irqs = virtio_irq_count;
+    virtq_kick(v);
+    /* Wait for both the used ring and the interrupt (one per request: one
+     * chain in flight, no EVENT_IDX), so irqs counts every one even when the
+     * device completes before the first hlt. */
+    virtio_watchdog(v, true);
+    bool done = virtio_wait(v, v->msix, irqs);
+    virtio_watchdog(v, false);
+    if (done)
+        virtq_pop(q);
     return done;
+}
+
+uint8_t virtio_config_generation(struct virtio_dev *v)
+{
+    return mmio_read8(v->common + CC_GENERATION);
+}
+
+uint8_t virtio_isr(struct virtio_dev *v)
+{
+    return v->isr ? mmio_read8(v->isr) : 0;
 }
 
 /* Reset the device (stops DMA) before the VM powers off. */
