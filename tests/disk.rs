@@ -242,3 +242,24 @@ fn pci_slot_and_two_disks() {
     assert_eq!(&da[3 * SECTOR..4 * SECTOR], &sector_bytes(3, 0xa5)[..]);
     assert!(std::fs::read(&b).unwrap().iter().all(|&x| x == 0));
 }
+
+/// The guest never flushes here (blkbench does not): petrel must still leave a consistent
+/// qcow2 image when it exits.
+#[test]
+fn qcow2_is_consistent_after_exit_without_a_guest_flush() {
+    let dir = TempDir::new("disk-noflush");
+    qemu_img(
+        dir.path(),
+        &["create", "-q", "-f", "qcow2", "n.qcow2", "64M"],
+    );
+    let img = dir.path().join("n.qcow2").display().to_string();
+    let mut p = petrel()
+        .args(["-drive", &format!("file={img},if=virtio")])
+        .append("petrel.test=blkbench petrel.blk.bench=randwrite petrel.blk.ops=2000")
+        .spawn();
+    p.wait_for_line("blkbench: done", DEFAULT_TIMEOUT);
+    let (status, _) = p.wait_for_line("status: ", DEFAULT_TIMEOUT);
+    assert_eq!(status, "status: 0", "{}", p.console());
+    p.expect_exit_code(0);
+    qemu_img(dir.path(), &["check", "n.qcow2"]);
+}

@@ -217,17 +217,30 @@ impl BlockBackend {
     }
 
     /// Grows the disk to `new_size` bytes; the new range reads as zeroes.
+    ///
+    /// Without a backing layer, unallocated clusters and a raw file's new tail already read
+    /// as zeroes, so nothing is written: zero preallocation would write L2 tables for the
+    /// whole new range, which for a large size fills the host's disk. With a backing layer
+    /// the new range is zeroed explicitly, so that the backing file does not show through.
     pub fn resize(&self, new_size: u64) -> Result<(), BackendError> {
         if self.read_only {
             return Err(BackendError::ReadOnly);
         }
+        let mode = if self.root.backing_child().is_some() {
+            PreallocateMode::Zero
+        } else {
+            PreallocateMode::None
+        };
         self.root.with_image_mut(|image| {
             let size = image.size();
             if new_size < size {
                 return Err(BackendError::Shrink { size, new_size });
             }
-            image.resize(new_size, PreallocateMode::Zero)?;
+            image.resize(new_size, mode)?;
             Ok(())
-        })?
+        })??;
+        // The new size lives in cached metadata until a flush; make it durable now rather
+        // than at the guest's next flush.
+        self.flush()
     }
 }

@@ -54,3 +54,24 @@ fn raw_grows_with_zeroes() {
     let len = std::fs::metadata(dir.join("base.raw")).unwrap().len();
     assert_eq!(len, (BASE_SIZE + (3 << 20) + 512) as u64);
 }
+
+/// A huge size on an image without a backing file costs metadata only, not the host's disk.
+#[test]
+fn qcow2_grows_to_a_pebibyte_sparsely() {
+    let dir = TempDir::new("resize-huge");
+    common::create_qcow2(dir.path(), "big.qcow2", "16M");
+    let mut graph = BlockGraph::new();
+    let mut opts = OpenOptions::new(dir.join("big.qcow2"));
+    opts.format = Some(ImageFormat::Qcow2);
+    let blk = BlockBackend::new("d", graph.open(&opts, None).unwrap(), false).unwrap();
+    blk.resize(1 << 50).unwrap();
+    assert_eq!(blk.size(), 1 << 50);
+    let mut tail = [0xffu8; 512];
+    blk.read_at((1 << 50) - 512, &mut tail).unwrap();
+    assert_eq!(tail, [0u8; 512]);
+    blk.flush().unwrap();
+    drop(blk);
+    let len = std::fs::metadata(dir.join("big.qcow2")).unwrap().len();
+    assert!(len < 64 << 20, "the image grew to {len} bytes");
+    qemu_img_ok(dir.path(), &["check", "-q", "big.qcow2"]);
+}

@@ -306,6 +306,7 @@ fn setup_and_run(
         }
     };
     machine.stop_vm();
+    machine.block.flush_all();
     // Replies and events already queued (the reply to `quit`, SHUTDOWN) reach clients first.
     frontend.shutdown();
     Ok(code)

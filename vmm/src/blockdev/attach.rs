@@ -119,7 +119,12 @@ fn attach(
     let mut model = VirtioBlock::new(name.clone(), disk.backend.clone(), &params)
         .map_err(|e| AttachError::Device(e.to_string()))?;
     model.set_control(disk.control.clone());
-    let vectors = devices.msi_vectors(dev.num_queues + 1)?;
+    // One vector per queue and one for configuration changes; VirtioBlock::new checked the
+    // queue count, and the transport refuses more queues than it has vectors for.
+    let vectors = dev.num_queues.checked_add(1).ok_or_else(|| {
+        AttachError::Device(format!("num-queues {} is too large", dev.num_queues))
+    })?;
+    let vectors = devices.msi_vectors(vectors)?;
     let pci = VirtioPciDevice::new(name, Box::new(model), mem.clone(), vectors, None)
         .map_err(|e| AttachError::Device(e.to_string()))?;
     let pci = Arc::new(Mutex::new(pci));

@@ -135,6 +135,9 @@ pub struct BlockLayer {
     graph: BlockGraph,
     disks: Vec<Disk>,
     file_nodes: Vec<FileNode>,
+    /// Format nodes added with `discard: unmap`; a device on any other node ignores
+    /// discards, as QEMU's default `discard: ignore` does.
+    unmap_nodes: Vec<String>,
     events: Arc<dyn petrel_devices::virtio::block::DiskEvents>,
 }
 
@@ -183,6 +186,7 @@ impl BlockLayer {
             graph,
             disks: Vec::new(),
             file_nodes: Vec::new(),
+            unmap_nodes: Vec::new(),
             events,
         }
     }
@@ -217,11 +221,12 @@ impl BlockLayer {
             return Err(BlockdevError::Busy(drive.to_string()));
         }
         let backend = BlockBackend::new("", node, false)?;
+        let discard = self.unmap_nodes.iter().any(|n| n == drive);
         self.push_disk(
             String::new(),
             Arc::new(backend),
             CacheConfig::default(),
-            true,
+            discard,
             None,
             ErrorPolicy::default(),
         )?;
@@ -260,6 +265,25 @@ impl BlockLayer {
             device: None,
         });
         Ok(())
+    }
+
+    /// Writes every disk's cached image metadata to its files, before petrel exits: imago
+    /// keeps L2 and refcount updates in memory until a flush, and a guest need not have
+    /// flushed.
+    pub fn flush_all(&self) {
+        for d in &self.disks {
+            if d.backend.is_read_only() {
+                continue;
+            }
+            if let Err(e) = d.backend.flush() {
+                eprintln!(
+                    "petrel: cannot flush disk '{}' ({}): {}",
+                    d.name,
+                    d.backend.root().node_name(),
+                    crate::error_text(&e)
+                );
+            }
+        }
     }
 
     /// The VM resumed: every disk held by an error stop retries its request.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use petrel_block::{BackingOption, BlockBackend, ImageFormat, NodeOptions, OpenOptions};
 use petrel_qmp::schema::types::{
-    BlockdevOptions, BlockdevOptionsBranch, BlockdevRef, BlockdevRefOrNull,
+    BlockdevDetectZeroesOptions, BlockdevDiscardOptions, BlockdevOptions, BlockdevOptionsBranch,
+    BlockdevRef, BlockdevRefOrNull,
 };
 
 use super::{throttle_config, BlockLayer, BlockdevError};
@@ -79,6 +80,14 @@ impl BlockLayer {
             .clone()
             .ok_or_else(|| BlockdevError::Other("node-name is required".into()))?;
         self.check_free_name(&node_name)?;
+        if opts
+            .detect_zeroes
+            .is_some_and(|d| d != BlockdevDetectZeroesOptions::Off)
+        {
+            return Err(BlockdevError::Unsupported(
+                "detect-zeroes is not supported (only 'off')".into(),
+            ));
+        }
         let read_only = opts.read_only.unwrap_or(false);
         let direct = opts.cache.as_ref().and_then(|c| c.direct).unwrap_or(false);
         if opts.cache.as_ref().and_then(|c| c.no_flush) == Some(true) {
@@ -96,6 +105,25 @@ impl BlockLayer {
                 });
                 Ok(())
             }
+            _ => {
+                self.add_format_node(opts, &node_name, read_only)?;
+                if opts.discard == Some(BlockdevDiscardOptions::Unmap) {
+                    self.unmap_nodes.push(node_name);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A raw or qcow2 node of `blockdev-add`.
+    fn add_format_node(
+        &mut self,
+        opts: &BlockdevOptions,
+        node_name: &str,
+        read_only: bool,
+    ) -> Result<(), BlockdevError> {
+        let node_name = node_name.to_string();
+        match &opts.branch {
             BlockdevOptionsBranch::Raw(r) => {
                 if r.offset.is_some() || r.size.is_some() {
                     return Err(BlockdevError::Unsupported(

@@ -75,7 +75,7 @@ impl BlockLayer {
     /// read-only flag.
     fn describe_disk(&self, d: &Disk) -> BlockDeviceInfo {
         let mut info = info::describe_backend(&self.graph, &d.backend)
-            .unwrap_or_else(|_| self.describe_lost(d.backend.root()));
+            .unwrap_or_else(|_| Self::describe_lost(d.backend.root()));
         info.ro = d.backend.is_read_only();
         info.cache = CacheInfo {
             writeback: d.cache.writeback,
@@ -85,16 +85,14 @@ impl BlockLayer {
         info
     }
 
-    /// A node that left the graph while a backend held it (cannot happen: removal refuses
-    /// nodes in use), described from the node alone.
-    fn describe_lost(&self, node: &BlockNode) -> BlockDeviceInfo {
-        info::describe(&self.graph, node.node_name()).unwrap_or_else(|_| {
-            file_node_info(&FileNode {
-                node_name: node.node_name().to_string(),
-                filename: node.filename().to_path_buf(),
-                read_only: node.read_only(),
-                direct: false,
-            })
+    /// A node that left the graph while a backend held it (removal refuses nodes in use, so
+    /// this is defensive), described from the node alone.
+    fn describe_lost(node: &BlockNode) -> BlockDeviceInfo {
+        file_node_info(&FileNode {
+            node_name: node.node_name().to_string(),
+            filename: node.filename().to_path_buf(),
+            read_only: node.read_only(),
+            direct: false,
         })
     }
 

@@ -82,6 +82,7 @@ impl BlockLayer {
         }
         drop(node);
         self.graph.remove(name)?;
+        self.unmap_nodes.retain(|n| n != name);
         Ok(())
     }
 }

@@ -9,20 +9,13 @@ use petrel_qmp::schema::commands as cmd;
 use petrel_qmp::schema::types::{
     BlockIOThrottle, PciDeviceClass, PciDeviceId, PciDeviceInfo, PciInfo, PciMemoryRegion,
 };
-use petrel_qmp::schema::Empty;
+use petrel_qmp::schema::{Command, Empty};
 use petrel_qmp::{QmpError, Registry};
 
-use super::commands::CommandContext;
+use super::commands::{call, empty, unexpected, CommandContext};
 use crate::api::block::{BlockData, BlockRequest};
 use crate::api::pci::PciFunctionInfo;
-use crate::api::{ApiError, ApiSender, VmmAction, VmmData};
-
-fn api_error(e: ApiError) -> QmpError {
-    match e {
-        ApiError::Failed(m) => QmpError::generic(m),
-        ApiError::DeviceNotFound(m) => QmpError::device_not_found(m),
-    }
-}
+use crate::api::{ApiSender, VmmAction, VmmData};
 
 /// Sends a block request; `map` shapes the answer.
 fn block<T: serde::Serialize + 'static>(
@@ -31,14 +24,7 @@ fn block<T: serde::Serialize + 'static>(
     reply: Reply<T>,
     map: impl FnOnce(VmmData) -> Result<T, QmpError> + Send + 'static,
 ) {
-    api.send(
-        VmmAction::Block(Box::new(req)),
-        Box::new(move |res| reply.send(res.map_err(api_error).and_then(map))),
-    );
-}
-
-fn empty(_: VmmData) -> Result<Empty, QmpError> {
-    Ok(Empty {})
+    call(api, VmmAction::Block(Box::new(req)), reply, map);
 }
 
 /// Converts the VMM's QAPI-shaped answer into the schema's type, so a shape error is caught
@@ -58,9 +44,7 @@ fn data<T: serde::de::DeserializeOwned>(d: VmmData) -> Result<T, QmpError> {
         VmmData::Block(BlockData::Info(v)) => typed(v),
         VmmData::Block(BlockData::Stats(v)) => typed(v),
         VmmData::Block(BlockData::Nodes(v)) => typed(v),
-        other => Err(QmpError::generic(format!(
-            "internal error: unexpected answer {other:?}"
-        ))),
+        other => Err(unexpected("a block query", other)),
     }
 }
 
@@ -147,9 +131,14 @@ pub fn register(reg: &mut Registry, ctx: &Arc<CommandContext>) {
     });
     let api = ctx.api.clone();
     reg.register::<cmd::BlockSetWriteThreshold, _>(move |_, args, reply| {
+        let Ok(threshold) = u64::try_from(args.write_threshold) else {
+            return reply.err(QmpError::generic(
+                "Parameter 'write-threshold' expects uint64",
+            ));
+        };
         let req = BlockRequest::SetWriteThreshold {
             node_name: args.node_name,
-            threshold: u64::try_from(args.write_threshold).unwrap_or(0),
+            threshold,
         };
         block(&api, req, reply, empty)
     });
@@ -157,53 +146,43 @@ pub fn register(reg: &mut Registry, ctx: &Arc<CommandContext>) {
 
     let api = ctx.api.clone();
     reg.register::<cmd::QueryPci, _>(move |_, _, reply| {
-        api.send(
-            VmmAction::QueryPci,
-            Box::new(move |res| {
-                reply.send(res.map_err(api_error).and_then(|d| match d {
-                    VmmData::Pci(f) => Ok(vec![PciInfo {
-                        bus: 0,
-                        devices: f.iter().map(pci_device).collect(),
-                    }]),
-                    other => Err(QmpError::generic(format!(
-                        "internal error: unexpected answer {other:?}"
-                    ))),
-                }))
-            }),
-        )
+        call(&api, VmmAction::QueryPci, reply, |d| match d {
+            VmmData::Pci(f) => Ok(vec![PciInfo {
+                bus: 0,
+                devices: f.iter().map(pci_device).collect(),
+            }]),
+            other => Err(unexpected("query-pci", other)),
+        })
     });
 }
 
-/// The commands for removable media, which virtio disks are not: each finds the disk as QEMU
-/// does (so a wrong name gets QEMU's error) and then refuses.
+/// A removable-media command's `device` and `id` arguments.
+type DiskTarget = (Option<String>, Option<String>);
+
+/// Registers `C`, a command for removable media, which virtio disks are not: it finds the
+/// disk that `target` names in its arguments as QEMU does (so a wrong name gets QEMU's
+/// error), and the block layer then refuses.
+fn removable<C>(reg: &mut Registry, ctx: &Arc<CommandContext>, target: fn(C::Args) -> DiskTarget)
+where
+    C: Command<Returns = Empty>,
+{
+    let api = ctx.api.clone();
+    reg.register::<C, _>(move |_, args, reply| {
+        let (device, id) = target(args);
+        block(&api, BlockRequest::Removable { device, id }, reply, empty)
+    });
+}
+
+/// The removable-media commands, and `block_passwd`, which petrel (opening no encrypted
+/// images) refuses after finding the disk.
 fn register_removable(reg: &mut Registry, ctx: &Arc<CommandContext>) {
-    fn removable(api: &ApiSender, device: Option<String>, id: Option<String>, reply: Reply<Empty>) {
-        block(api, BlockRequest::Removable { device, id }, reply, empty)
-    }
-    let api = ctx.api.clone();
-    reg.register::<cmd::Eject, _>(move |_, a, reply| removable(&api, a.device, a.id, reply));
-    let api = ctx.api.clone();
-    reg.register::<cmd::BlockdevOpenTray, _>(move |_, a, reply| {
-        removable(&api, a.device, a.id, reply)
-    });
-    let api = ctx.api.clone();
-    reg.register::<cmd::BlockdevCloseTray, _>(move |_, a, reply| {
-        removable(&api, a.device, a.id, reply)
-    });
-    let api = ctx.api.clone();
-    reg.register::<cmd::XBlockdevRemoveMedium, _>(move |_, a, reply| {
-        removable(&api, a.device, a.id, reply)
-    });
-    let api = ctx.api.clone();
-    reg.register::<cmd::XBlockdevInsertMedium, _>(move |_, a, reply| {
-        removable(&api, a.device, a.id, reply)
-    });
-    let api = ctx.api.clone();
-    reg.register::<cmd::BlockdevChangeMedium, _>(move |_, a, reply| {
-        removable(&api, a.device, a.id, reply)
-    });
-    let api = ctx.api.clone();
-    reg.register::<cmd::Change, _>(move |_, a, reply| removable(&api, Some(a.device), None, reply));
+    removable::<cmd::Eject>(reg, ctx, |a| (a.device, a.id));
+    removable::<cmd::BlockdevOpenTray>(reg, ctx, |a| (a.device, a.id));
+    removable::<cmd::BlockdevCloseTray>(reg, ctx, |a| (a.device, a.id));
+    removable::<cmd::XBlockdevRemoveMedium>(reg, ctx, |a| (a.device, a.id));
+    removable::<cmd::XBlockdevInsertMedium>(reg, ctx, |a| (a.device, a.id));
+    removable::<cmd::BlockdevChangeMedium>(reg, ctx, |a| (a.device, a.id));
+    removable::<cmd::Change>(reg, ctx, |a| (Some(a.device), None));
     let api = ctx.api.clone();
     reg.register::<cmd::BlockPasswd, _>(move |_, a, reply| {
         let req = BlockRequest::Passwd {

@@ -48,12 +48,16 @@ impl CommandContext {
     }
 }
 
+/// A VMM error as a QMP error, with QEMU's class.
 fn failed(e: ApiError) -> QmpError {
-    QmpError::generic(e.to_string())
+    match e {
+        ApiError::Failed(m) => QmpError::generic(m),
+        ApiError::DeviceNotFound(m) => QmpError::device_not_found(m),
+    }
 }
 
 /// Sends `action` to the VMM; `map` shapes its answer on the VMM thread.
-fn call<T: serde::Serialize + 'static>(
+pub(super) fn call<T: serde::Serialize + 'static>(
     api: &ApiSender,
     action: VmmAction,
     reply: Reply<T>,
@@ -65,11 +69,11 @@ fn call<T: serde::Serialize + 'static>(
     );
 }
 
-fn empty(_: VmmData) -> Result<Empty, QmpError> {
+pub(super) fn empty(_: VmmData) -> Result<Empty, QmpError> {
     Ok(Empty {})
 }
 
-fn unexpected(what: &str, data: VmmData) -> QmpError {
+pub(super) fn unexpected(what: &str, data: VmmData) -> QmpError {
     QmpError::generic(format!("internal error: {what} answered {data:?}"))
 }
 
