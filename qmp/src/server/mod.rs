@@ -184,7 +184,25 @@ impl Server {
                 std::fs::remove_file(path)?;
             }
         }
-        let listener = UnixListener::bind(path)?;
+        // bind() creates the file before listen() runs, and a client connecting in between
+        // is refused; binding a private name and renaming it into place makes the socket
+        // appear only once it listens.
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".{}.tmp", std::process::id()));
+        let staging = PathBuf::from(staging);
+        let _ = std::fs::remove_file(&staging);
+        let listener = match UnixListener::bind(&staging) {
+            Ok(l) => {
+                if let Err(e) = std::fs::rename(&staging, path) {
+                    let _ = std::fs::remove_file(&staging);
+                    return Err(e);
+                }
+                l
+            }
+            // The longer name can exceed sun_path where the real one fits.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => UnixListener::bind(path)?,
+            Err(e) => return Err(e),
+        };
         let meta = std::fs::metadata(path)?;
         let owned = (PathBuf::from(path), meta.dev(), meta.ino());
         let desc = format!("disconnected:unix:{},server=on", path.display());
