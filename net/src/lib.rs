@@ -1,0 +1,89 @@
+//! Network backends (QEMU's netdevs): where the frames of a guest NIC go.
+//!
+//! A NIC model (virtio-net in `petrel-devices`) owns one [`NetBackend`] and
+//! moves whole Ethernet frames through it from its I/O thread. Each backend
+//! exposes a file descriptor that becomes readable when a frame may be
+//! waiting, so the NIC can wait on it together with its queue kicks.
+
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+
+/// Length of the header virtio-net puts before every frame
+/// (`struct virtio_net_hdr_v1`, also what tap's `IFF_VNET_HDR` uses with
+/// `TUNSETVNETHDRSZ` set to this size).
+pub const VNET_HDR_LEN: usize = 12;
+
+/// Offloads the guest driver accepted for frames it receives, in the
+/// terms of tap's `TUNSETOFFLOAD`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Partial checksums (`TUN_F_CSUM`).
+    pub csum: bool,
+    /// TCP segmentation over IPv4 (`TUN_F_TSO4`).
+    pub tso4: bool,
+    /// TCP segmentation over IPv6 (`TUN_F_TSO6`).
+    pub tso6: bool,
+    /// ECN with TSO (`TUN_F_TSO_ECN`).
+    pub tso_ecn: bool,
+    /// UDP fragmentation offload (`TUN_F_UFO`).
+    pub ufo: bool,
+}
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A system call on the backend's descriptor failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend's options are wrong; the text is QEMU's message.
+    #[error("{0}")]
+    Config(String),
+    /// The peer went away (a closed stream socket); frames are dropped
+    /// until it comes back.
+    #[error("peer disconnected")]
+    Disconnected,
+}
+
+/// One netdev: sends and receives whole Ethernet frames.
+///
+/// Frames carry a [`VNET_HDR_LEN`]-byte virtio-net header in front in both
+/// directions exactly when [`NetBackend::vnet_hdr`] is true; otherwise they
+/// are bare Ethernet frames and the NIC must not offer checksum or
+/// segmentation offloads to the guest.
+pub trait NetBackend: Send {
+    /// The netdev's type as `query-netdev`/`info network` name it
+    /// (`tap`, `socket`, `user`).
+    fn kind(&self) -> &'static str;
+
+    /// Whether frames carry the virtio-net header.
+    fn vnet_hdr(&self) -> bool;
+
+    /// Tells the backend which offloads the guest accepts. Backends
+    /// without the virtio-net header ignore it.
+    fn set_offloads(&mut self, offloads: Offloads) -> Result<(), NetError>;
+
+    /// Sends one frame, given as the slices it is made of. A frame the
+    /// backend cannot take now is dropped (as a full tap queue drops it);
+    /// only errors that make the backend unusable are returned.
+    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError>;
+
+    /// Receives one frame into `buf` without blocking: `Ok(Some(len))`, or
+    /// `Ok(None)` when nothing is waiting. A frame longer than `buf` is
+    /// truncated to it.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError>;
+
+    /// A descriptor that is readable whenever [`NetBackend::recv`] may
+    /// return a frame (level-triggered).
+    fn rx_fd(&self) -> RawFd;
+
+    /// The backend's description for HMP `info network`, as QEMU words it
+    /// (e.g. `ifname=tap0,script=no,downscript=no`, `listening on
+    /// 127.0.0.1:5555`, `net=10.0.2.0,restrict=off`).
+    fn info(&self) -> String;
+}
