@@ -14,6 +14,7 @@ use imago::format::PreallocateMode;
 use crate::node::{BlockNode, NodeError};
 
 mod error;
+mod vectored;
 
 use crate::stats::{Acct, BlockStats, IoKind};
 use crate::throttle::{Throttle, ThrottleConfig, ThrottleError};

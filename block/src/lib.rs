@@ -24,6 +24,8 @@ pub mod throttle;
 
 pub use backend::{BackendError, BlockBackend};
 pub use image::{ImageError, ImageFormat, OpenOptions};
+/// The I/O vectors of [`BlockBackend::readv`] and [`BlockBackend::writev`].
+pub use imago::io_buffers::{IoVector, IoVectorMut};
 pub use node::{BackingOption, BlockGraph, BlockNode, NodeDriver, NodeError, NodeOptions};
 pub use stats::{BlockStats, BlockStatsSnapshot};
 pub use threshold::{WriteThresholdEvent, WriteThresholdNotifier};

@@ -7,14 +7,19 @@
 //! is not assumed: both parts are treated as byte streams over their
 //! descriptors.
 
+use std::num::Wrapping;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{error, warn};
-use petrel_block::BlockBackend;
+use petrel_block::{BlockBackend, IoVector, IoVectorMut};
 use virtio_bindings::virtio_blk;
 use virtio_queue::QueueT;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, VolatileSlice,
+};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -33,6 +38,9 @@ const SEGMENT_LEN: u64 = 16;
 const FLAG_UNMAP: u32 = 1;
 /// Largest data transfer of one read or write request buffered at once.
 const MAX_TRANSFER: u64 = 64 << 20;
+/// How long the thread watches an idle ring before it sleeps on the kick
+/// eventfd (QEMU's I/O threads poll for up to 32 µs by default).
+const POLL_WINDOW: Duration = Duration::from_micros(32);
 
 /// Request status.
 const S_OK: u8 = virtio_blk::VIRTIO_BLK_S_OK as u8;
@@ -117,6 +125,23 @@ pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>) {
     }
 }
 
+/// Watches the available ring for up to [`POLL_WINDOW`]; true once the
+/// driver has posted a request.
+fn poll_avail(mem: &GuestMemoryMmap<()>, q: &ActivatedQueue) -> bool {
+    let start = Instant::now();
+    loop {
+        match q.queue.avail_idx(mem, Ordering::Acquire) {
+            Ok(idx) if idx != Wrapping(q.queue.next_avail()) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        if start.elapsed() >= POLL_WINDOW {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 fn setup_epoll(queues: &[ActivatedQueue], stop: &EventFd) -> std::io::Result<Epoll> {
     let epoll = Epoll::new()?;
     for (token, q) in queues.iter().enumerate() {
@@ -187,6 +212,24 @@ fn gather(
     })
 }
 
+/// The guest memory behind the `len` bytes that start at byte `offset` of
+/// the stream `segs`, one slice per piece; `None` if the stream is shorter
+/// or a piece is not contiguous host memory (then the caller bounces).
+fn guest_slices<'m>(
+    mem: &'m GuestMemoryMmap<()>,
+    segs: &[(GuestAddress, u64)],
+    offset: u64,
+    len: usize,
+) -> Option<Vec<VolatileSlice<'m, ()>>> {
+    let mut slices = Vec::with_capacity(segs.len());
+    walk(segs, offset, len, |addr, r| {
+        slices.push(mem.get_slice(addr, r.len()).map_err(|_| ())?);
+        Ok(())
+    })
+    .ok()?;
+    Some(slices)
+}
+
 /// Writes `buf` at byte `offset` of the stream `segs`.
 fn scatter(
     mem: &GuestMemoryMmap<()>,
@@ -200,16 +243,19 @@ fn scatter(
 }
 
 impl Context {
-    /// Serves every available request of `q`, then signals the driver if
-    /// it asked to be. False if the device is stopping.
+    /// Serves every available request of `q`, signalling the driver after
+    /// each batch if it asked to be. Before going back to sleep the thread
+    /// watches the ring for [`POLL_WINDOW`] with notifications still off, as
+    /// QEMU's I/O threads do: a driver that keeps its queue full then never
+    /// has to exit to kick it. False if the device is stopping.
     fn process_queue(&self, q: &mut ActivatedQueue) -> bool {
         let mem = self.mem.as_ref();
-        let mut used_any = false;
         loop {
             if let Err(e) = q.queue.disable_notification(mem) {
                 error!("virtio-blk: queue {}: {e}", q.index);
                 return true;
             }
+            let mut used_any = false;
             while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
                 let mut segs = Segments::default();
@@ -229,19 +275,26 @@ impl Context {
                 }
                 used_any = true;
             }
+            if used_any {
+                self.signal_used(q);
+            }
+            if poll_avail(mem, q) {
+                continue;
+            }
             match q.queue.enable_notification(mem) {
                 Ok(true) => continue,
-                Ok(false) => break,
+                Ok(false) => return true,
                 Err(e) => {
                     error!("virtio-blk: queue {}: {e}", q.index);
-                    break;
+                    return true;
                 }
             }
         }
-        if !used_any {
-            return true;
-        }
-        match q.queue.needs_notification(mem) {
+    }
+
+    /// Interrupts the driver for new used entries unless it suppressed that.
+    fn signal_used(&self, q: &mut ActivatedQueue) {
+        match q.queue.needs_notification(self.mem.as_ref()) {
             Ok(false) => {}
             Ok(true) | Err(_) => {
                 let int = VirtioInterruptType::Queue(q.index as u16);
@@ -250,7 +303,6 @@ impl Context {
                 }
             }
         }
-        true
     }
 
     /// Serves one request; returns the number of bytes written to the
@@ -327,6 +379,12 @@ impl Context {
             virtio_blk::VIRTIO_BLK_T_IN => {
                 let offset = self.data_range(sector, in_len)?;
                 self.throttle(false, in_len)?;
+                if let Some(slices) = guest_slices(mem, &segs.writable, 0, in_len as usize) {
+                    // The guard keeps the slices mapped while imago fills them.
+                    let (iov, _guard) = IoVectorMut::from_volatile_slice(&slices);
+                    self.backend.readv(offset, iov).map_err(host(false))?;
+                    return Ok(in_len);
+                }
                 let mut buf = vec![0u8; in_len as usize];
                 self.backend
                     .read_at(offset, &mut buf)
@@ -340,9 +398,16 @@ impl Context {
                 }
                 let offset = self.data_range(sector, out_len)?;
                 self.throttle(true, out_len)?;
-                let mut buf = vec![0u8; out_len as usize];
-                gather(mem, &segs.readable, HEADER_LEN, &mut buf).map_err(|()| S_IOERR)?;
-                self.backend.write_at(offset, &buf).map_err(host(true))?;
+                if let Some(slices) =
+                    guest_slices(mem, &segs.readable, HEADER_LEN, out_len as usize)
+                {
+                    let (iov, _guard) = IoVector::from_volatile_slice(&slices);
+                    self.backend.writev(offset, iov).map_err(host(true))?;
+                } else {
+                    let mut buf = vec![0u8; out_len as usize];
+                    gather(mem, &segs.readable, HEADER_LEN, &mut buf).map_err(|()| S_IOERR)?;
+                    self.backend.write_at(offset, &buf).map_err(host(true))?;
+                }
                 if !self.cache.writeback && !self.cache.ignore_flush {
                     self.backend.flush().map_err(host(true))?;
                 }
