@@ -10,7 +10,11 @@ Measures, for each VMM:
   - port-I/O exits per second: the guest's loop of `outb` to port 0x80 (each one a VM exit to
     the VMM), timed between the "ioloop: start" and "ioloop: end" lines;
   - QMP round trips: `query-status` calls per second and latency on a unix socket, one call at
-    a time, by the qmp-rtt client (tests/src/bin/qmp-rtt.rs) against a VM started with -S.
+    a time, by the qmp-rtt client (tests/src/bin/qmp-rtt.rs) against a VM started with -S;
+  - virtio-blk: the guest's blkbench scenario (sequential 64 KiB reads at queue depth 4, random
+    4 KiB reads at queue depth 32) on a 256 MiB raw and qcow2 image (fully allocated, in the host
+    page cache), with `-device virtio-blk-pci`; the limit is the host reading the same file with
+    the same pattern (one pread per block, one thread).
 Prints a markdown report; --write updates docs/benchmarks.md.
 """
 
@@ -37,11 +41,11 @@ def petrel_cmd(append):
             "-serial", "stdio", "-display", "none", "-append", append]
 
 
-def qemu_cmd(append):
+def qemu_cmd(append, pcie=False):
     # microvm boots PVH kernels directly with no firmware; -cpu host needs arch-capabilities
     # masked on this KVM. Same guest, same RAM, same vCPU count.
     return [QEMU, "-accel", "kvm", "-cpu", "host,-arch-capabilities",
-            "-M", "microvm,rtc=on,acpi=on", "-m", f"{RAM_MIB}M", "-smp", "1", "-nodefaults",
+            "-M", "microvm,rtc=on,acpi=on" + (",pcie=on" if pcie else ""), "-m", f"{RAM_MIB}M", "-smp", "1", "-nodefaults",
             "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", KERNEL, "-append", append]
 
@@ -185,17 +189,8 @@ def qmp_round_trips(cmd_fn, runs, calls):
     return pick("calls_per_sec"), pick("median_us"), pick("p99_us")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--runs", type=int, default=11)
-    ap.add_argument("--io-iters", type=int, default=200000)
-    ap.add_argument("--qmp-calls", type=int, default=20000)
-    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    args = ap.parse_args()
-    for path in (PETREL, KERNEL, QEMU, QMP_RTT):
-        if not os.path.exists(path):
-            sys.exit(f"bench: missing {path}")
-
+def base_report(args):
+    """The start-up, memory, port-I/O and QMP table."""
     results = {}
     for name, fn in (("petrel", petrel_cmd), ("qemu", qemu_cmd)):
         results[name] = {
@@ -205,11 +200,8 @@ def main():
             "qmp": qmp_round_trips(fn, 3, args.qmp_calls),
         }
     p, q = results["petrel"], results["qemu"]
-    qemu_version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    report = f"""## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
-
-Machine: {os.cpu_count()} CPUs, KVM-PVM; {qemu_version}, `-M microvm`. Guest: the project's test
-kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB. Medians of {args.runs} runs
+    return f"""
+Start-up, memory, exits and QMP (QEMU `-M microvm`): medians of {args.runs} runs
 (memory and I/O: {max(3, args.runs // 3)} runs).
 
 | metric | petrel | QEMU microvm | petrel / QEMU | target |
@@ -223,6 +215,136 @@ kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB. Medians of {ar
 | QMP latency, median (µs) | {p['qmp'][1]:.1f} | {q['qmp'][1]:.1f} | {p['qmp'][1] / q['qmp'][1]:.2f} | |
 | QMP latency, p99 (µs) | {p['qmp'][2]:.1f} | {q['qmp'][2]:.1f} | {p['qmp'][2] / q['qmp'][2]:.2f} | petrel < 100 |
 """
+
+
+BLK_MODES = {
+    # name: (petrel.blk.bench mode, block size, queue depth)
+    "seqread": ("seqread", 65536, 4),
+    "randread": ("randread", 4096, 32),
+}
+
+
+def blk_images(tmp):
+    """A fully allocated 256 MiB raw and qcow2 image, read once so both sit in the page cache."""
+    images = {}
+    for fmt in ("raw", "qcow2"):
+        path = os.path.join(tmp, f"disk.{fmt}")
+        subprocess.run(["qemu-img", "create", "-q", "-f", fmt, "-o", "preallocation=full", path,
+                        "256M"], check=True)
+        with open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+        images[fmt] = path
+    return images
+
+
+def host_read_limit(path, mode):
+    """Bytes per second and reads per second of the host reading `path` as the guest does."""
+    _, bs, _ = BLK_MODES[mode]
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        blocks = size // bs
+        n = blocks if mode == "seqread" else 100000
+        lcg = 1
+        t0 = time.monotonic()
+        for i in range(n):
+            if mode == "seqread":
+                block = i
+            else:
+                lcg = (lcg * 6364136223846793005 + 1442695040888963407) & (2 ** 64 - 1)
+                block = (lcg >> 33) % blocks
+            os.pread(fd, bs, block * bs)
+        dt = time.monotonic() - t0
+    finally:
+        os.close(fd)
+    return n * bs / dt, n / dt
+
+
+def blk_run(cmd, image, fmt, mode):
+    """(IOPS, bytes per second) the guest measured for one blkbench run."""
+    bench, bs, qd = BLK_MODES[mode]
+    append = f"petrel.test=blkbench petrel.blk.bench={bench} petrel.blk.bs={bs} petrel.blk.qd={qd}"
+    args = ["-drive", f"file={image},format={fmt},if=none,id=d0",
+            "-device", "virtio-blk-pci,drive=d0,serial=bench"]
+    r = Run(cmd(append) + args)
+    r.wait_line("blkbench: iops=", timeout=300)
+    r.finish()
+    line = [l for _, l in r.lines if l.startswith("blkbench: iops=")][0]
+    fields = dict(kv.split("=") for kv in line.split()[1:])
+    return int(fields["iops"]), int(fields["bytes_per_s"])
+
+
+def blk(runs):
+    """Median guest IOPS and bytes/s per (format, mode, VMM), runs of the two VMMs interleaved
+    so both see the same machine; plus the host's own read rate of each file."""
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="petrel-bench-blk")
+    try:
+        images = blk_images(tmp)
+        out = {}
+        for fmt, image in images.items():
+            for mode in BLK_MODES:
+                samples = {"petrel": [], "qemu": []}
+                for _ in range(runs):
+                    samples["petrel"].append(blk_run(petrel_cmd, image, fmt, mode))
+                    samples["qemu"].append(blk_run(lambda a: qemu_cmd(a, pcie=True), image, fmt,
+                                                   mode))
+                med = {vmm: (statistics.median(s[0] for s in v), statistics.median(s[1] for s in v))
+                       for vmm, v in samples.items()}
+                med["host"] = host_read_limit(image, mode)[::-1]
+                out[(fmt, mode)] = med
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def blk_report(results, runs):
+    rows = []
+    for (fmt, mode), m in results.items():
+        _, bs, qd = BLK_MODES[mode]
+        what = f"{fmt}, {mode} {bs // 1024} KiB, qd {qd}"
+        p, q, h = m["petrel"], m["qemu"], m["host"]
+        if mode == "seqread":
+            rows.append(f"| {what}: MB/s | {p[1] / 1e6:.0f} | {q[1] / 1e6:.0f} | "
+                        f"{p[1] / q[1]:.2f} | {h[1] / 1e6:.0f} | ≥ 1.0 (goal 1.5) |")
+        else:
+            rows.append(f"| {what}: IOPS | {p[0]:.0f} | {q[0]:.0f} | {p[0] / q[0]:.2f} | "
+                        f"{h[0]:.0f} | ≥ 1.0 (goal 1.5) |")
+    return f"""
+virtio-blk (`-device virtio-blk-pci`, QEMU `-M microvm,pcie=on`), the guest's `blkbench` figures,
+medians of {runs} runs per VMM taken alternately; "host" is one thread of the host reading the same
+file with the same pattern through the page cache:
+
+| workload | petrel | QEMU | petrel / QEMU | host | target |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--io-iters", type=int, default=200000)
+    ap.add_argument("--qmp-calls", type=int, default=20000)
+    ap.add_argument("--blk-runs", type=int, default=5)
+    ap.add_argument("--only", choices=["blk"], help="run only this group")
+    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = ap.parse_args()
+    for path in (PETREL, KERNEL, QEMU, QMP_RTT):
+        if not os.path.exists(path):
+            sys.exit(f"bench: missing {path}")
+
+    if args.write and args.only:
+        sys.exit("bench: --write records a whole run; drop --only")
+    qemu_version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    report = f"""## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+Machine: {os.cpu_count()} CPUs, KVM-PVM; {qemu_version}. Guest: the project's test
+kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB.
+"""
+    if not args.only:
+        report += base_report(args)
+    report += blk_report(blk(args.blk_runs), args.blk_runs)
     print(report)
     if args.write:
         doc = os.path.join(ROOT, "docs", "benchmarks.md")
