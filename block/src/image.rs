@@ -186,6 +186,12 @@ pub struct LayerInfo {
     pub backing_format: Option<String>,
     /// Backing file name resolved against the overlay's directory.
     pub full_backing_filename: Option<PathBuf>,
+    /// What QEMU calls `auto_backing_file`: the backing file the header leads to. Once the
+    /// backing image is opened from the header it is that image's file name; otherwise (no
+    /// backing, or another node linked instead) and after `change-backing-file`, the name as
+    /// the header stores it. A backing node whose file name differs means the node's backing
+    /// was overridden, which changes how QEMU names the node.
+    pub auto_backing_file: Option<String>,
 }
 
 /// Where a qcow2 layer's backing image comes from (`-blockdev`'s `backing`).
@@ -336,6 +342,7 @@ fn open_layer(
         backing_filename: None,
         backing_format: None,
         full_backing_filename: None,
+        auto_backing_file: None,
     };
 
     let (access, backing) = match format {
@@ -365,6 +372,7 @@ fn open_layer(
                 });
             }
             info.backing_filename = qcow2.implicit_backing_file().cloned();
+            info.auto_backing_file = info.backing_filename.clone();
             info.backing_format = qcow2.implicit_backing_format().cloned();
             info.full_backing_filename = info
                 .backing_filename
@@ -374,6 +382,7 @@ fn open_layer(
                 (BackingSource::FromHeader, Some(full)) => {
                     let backing = open_backing(&info, full.clone(), opts.direct, depth)?;
                     qcow2.set_backing(Some(Arc::clone(&backing.access)));
+                    info.auto_backing_file = Some(backing.info.path.display().to_string());
                     Some(backing)
                 }
                 (BackingSource::FromHeader, None) => None,

@@ -151,6 +151,82 @@ impl From<&ThrottleConfig> for ThrottleInfo {
     }
 }
 
+/// Whether `node`'s backing link is not the one its header leads to (QEMU's
+/// `bdrv_backing_overridden`): another node linked in its place, none at all, or a header
+/// rewritten since.
+fn backing_overridden(graph: &BlockGraph, node: &BlockNode) -> bool {
+    let auto = node.layer().auto_backing_file;
+    match node.backing_child().and_then(|name| graph.get(name)) {
+        Some(backing) => auto.as_deref() != Some(filename(graph, &backing).as_str()),
+        None => auto.is_some(),
+    }
+}
+
+/// The node's name for its image as QEMU's `bdrv_refresh_filename` makes it: the host
+/// file, unless the node's backing link was overridden, in which case no file name says
+/// how to open it again and QEMU gives the options that do, as a `json:` pseudo-filename.
+pub fn filename(graph: &BlockGraph, node: &BlockNode) -> String {
+    if node.driver() != NodeDriver::File && backing_overridden(graph, node) {
+        format!("json:{}", open_options(graph, node))
+    } else {
+        node.filename().display().to_string()
+    }
+}
+
+/// The options that open `node` again (QEMU's `full_open_options`), as QEMU prints them:
+/// its JSON with `": "` and `", "` separators and its key order.
+fn open_options(graph: &BlockGraph, node: &BlockNode) -> String {
+    let mut members = Vec::new();
+    if node.driver() != NodeDriver::File && backing_overridden(graph, node) {
+        let backing = match node.backing_child().and_then(|name| graph.get(name)) {
+            Some(b) => open_options(graph, &b),
+            None => "null".to_string(),
+        };
+        members.push(("backing", backing));
+    }
+    members.push(("driver", json_string(node.driver().as_str())));
+    match node.file_child().and_then(|name| graph.get(name)) {
+        Some(file) => members.push(("file", open_options(graph, &file))),
+        None => members.push((
+            "filename",
+            json_string(&node.filename().display().to_string()),
+        )),
+    }
+    let members: Vec<String> = members
+        .into_iter()
+        .map(|(key, value)| format!("{}: {value}", json_string(key)))
+        .collect();
+    format!("{{{}}}", members.join(", "))
+}
+
+/// `s` as a JSON string the way QEMU writes one: printable ASCII as is, `"`, `\` and the
+/// usual control characters escaped, anything else as `\uXXXX` (surrogate pairs beyond the
+/// BMP).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04X}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// QAPI `BlockDeviceInfo`, one entry of `query-named-block-nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockDeviceInfo {
@@ -163,7 +239,7 @@ pub struct BlockDeviceInfo {
     pub ro: bool,
     /// Driver name.
     pub drv: String,
-    /// Backing file name as stored in the header.
+    /// The backing node's file name (whatever the header says).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backing_file: Option<String>,
     /// Number of layers below this one.
@@ -192,7 +268,7 @@ fn image_info(graph: &BlockGraph, node: &BlockNode) -> ImageInfo {
         .and_then(|name| graph.get(name))
         .map(|b| Box::new(image_info(graph, &b)));
     ImageInfo {
-        filename: node.filename().display().to_string(),
+        filename: filename(graph, node),
         format: node.driver().as_str().to_string(),
         actual_size: image::actual_size(node.filename()),
         virtual_size: node.size(),
@@ -234,7 +310,7 @@ pub fn describe(graph: &BlockGraph, name: &str) -> Result<BlockDeviceInfo, NodeE
         node_name: node.node_name().to_string(),
         ro: node.read_only(),
         drv: node.driver().as_str().to_string(),
-        backing_file: image.backing_filename.clone(),
+        backing_file: image.backing_image.as_ref().map(|b| b.filename.clone()),
         backing_file_depth: backing_depth(graph, &node),
         encrypted: false,
         detect_zeroes: "off".to_string(),

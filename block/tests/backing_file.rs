@@ -37,7 +37,18 @@ fn rename_backing_of_a_writable_overlay() {
         // The recorded backing format stays what it was.
         assert_eq!(info["backing-filename-format"], "raw");
         let desc = info::describe(&graph, "disk0").unwrap();
-        assert_eq!(desc.backing_file.as_deref(), Some("renamed.raw"));
+        // As in QEMU 7.2, `backing_file` is the backing node's file, which has not changed;
+        // the header no longer leads to it, so the node is named by its open options.
+        let base = dir.join("base.raw").display().to_string();
+        assert_eq!(desc.backing_file.as_deref(), Some(base.as_str()));
+        let json = format!(
+            "json:{{\"backing\": {{\"driver\": \"raw\", \"file\": {{\"driver\": \"file\", \
+             \"filename\": \"{base}\"}}}}, \"driver\": \"qcow2\", \"file\": {{\"driver\": \
+             \"file\", \"filename\": \"{}\"}}}}",
+            dir.join("ovl.qcow2").display()
+        );
+        assert_eq!(desc.file, json);
+        assert_eq!(desc.image.filename, json);
         assert_eq!(desc.image.backing_filename.as_deref(), Some("renamed.raw"));
         let full = dir.join("renamed.raw").display().to_string();
         assert_eq!(
@@ -189,7 +200,11 @@ fn errors_are_qemus_and_leave_the_header_alone() {
     assert!(qemu_info(&dir, "ovl.qcow2")
         .get("backing-filename")
         .is_none());
-    assert_eq!(info::describe(&graph, "ovl").unwrap().backing_file, None);
+    // The node keeps its backing layer, which `backing_file` names.
+    let base = dir.join("base.raw").display().to_string();
+    let desc = info::describe(&graph, "ovl").unwrap();
+    assert_eq!(desc.backing_file.as_deref(), Some(base.as_str()));
+    assert_eq!(desc.image.backing_filename, None);
     let (ok, text) = qemu_img(dir.path(), &["check", "-q", "ovl.qcow2"]);
     assert!(ok, "{text}");
 }

@@ -78,6 +78,15 @@ fn backing_null_reads_zeroes_where_unallocated() {
     // As QEMU reports it: no backing file name, the recorded format still there.
     assert_eq!(desc.backing_file, None);
     assert_eq!(desc.image.backing_filename_format.as_deref(), Some("raw"));
+    // The header's backing file is not opened: QEMU names the node by its options.
+    assert_eq!(
+        desc.file,
+        format!(
+            "json:{{\"backing\": null, \"driver\": \"qcow2\", \"file\": {{\"driver\": \
+             \"file\", \"filename\": \"{}\"}}}}",
+            dir.join("ovl.qcow2").display()
+        )
+    );
 
     let blk = BlockBackend::new("d", root, false).unwrap();
     let mut buf = vec![0xffu8; BASE_SIZE];
@@ -120,11 +129,21 @@ fn link_an_open_node_as_backing() {
         assert_eq!(graph.nodes().count(), 4);
         let desc = info::describe(&graph, "ovl").unwrap();
         assert_eq!(desc.backing_file_depth, 1);
-        assert_eq!(desc.backing_file.as_deref(), Some("base.raw"));
+        // As QEMU 7.2 reports a linked backing node: `backing_file` is its file, and the
+        // overlay, whose header names "base.raw", is named by its options.
+        let base = dir.join("base.raw").display().to_string();
+        assert_eq!(desc.backing_file.as_deref(), Some(base.as_str()));
+        assert_eq!(desc.image.backing_filename.as_deref(), Some("base.raw"));
         assert_eq!(
-            desc.image.backing_image.unwrap().filename,
-            dir.join("base.raw").display().to_string()
+            desc.file,
+            format!(
+                "json:{{\"backing\": {{\"driver\": \"raw\", \"file\": {{\"driver\": \
+                 \"file\", \"filename\": \"{base}\"}}}}, \"driver\": \"qcow2\", \"file\": \
+                 {{\"driver\": \"file\", \"filename\": \"{}\"}}}}",
+                dir.join("ovl.qcow2").display()
+            )
         );
+        assert_eq!(desc.image.backing_image.unwrap().filename, base);
         assert!(matches!(
             graph.remove("base"),
             Err(NodeError::UsedByNode { ref parent, .. }) if parent == "ovl"

@@ -56,7 +56,12 @@ fn overlay_writes_fall_through_and_check_clean() {
 
         let desc = info::describe(&graph, "disk0").unwrap();
         assert_eq!(desc.drv, "qcow2");
-        assert_eq!(desc.backing_file.as_deref(), Some("base.raw"));
+        // QEMU's `backing_file` is the backing node's file; the header's name is the image's.
+        let base = dir.join("base.raw").display().to_string();
+        assert_eq!(desc.backing_file.as_deref(), Some(base.as_str()));
+        assert_eq!(desc.image.backing_filename.as_deref(), Some("base.raw"));
+        // Opened as its header says: named by its file.
+        assert_eq!(desc.file, dir.join("ovl.qcow2").display().to_string());
         assert_eq!(desc.backing_file_depth, 1);
         assert_eq!(desc.image.cluster_size, Some(65536));
         assert_eq!(desc.image.backing_image.as_ref().unwrap().format, "raw");

@@ -72,7 +72,11 @@ fn describe_serialises_like_qapi() {
     assert_eq!(top["drv"], "qcow2");
     assert_eq!(top["ro"], false);
     assert_eq!(top["encrypted"], false);
-    assert_eq!(top["backing_file"], "base.raw");
+    assert_eq!(
+        top["backing_file"],
+        dir.join("base.raw").display().to_string().as_str()
+    );
+    assert_eq!(top["image"]["backing-filename"], "base.raw");
     assert_eq!(top["backing_file_depth"], 1);
     assert_eq!(top["cache"]["no-flush"], false);
     let image = &top["image"];

@@ -71,6 +71,8 @@ impl BlockGraph {
         node.update_layer(|layer| {
             let name = (!backing_file.is_empty()).then(|| backing_file.to_string());
             layer.full_backing_filename = name.as_deref().map(|n| resolve_backing(&path, n));
+            // As in QEMU, the node's backing link is now judged against the new name.
+            layer.auto_backing_file = name.clone();
             layer.backing_filename = name;
         });
         Ok(())
