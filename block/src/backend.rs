@@ -217,29 +217,34 @@ impl BlockBackend {
         self.wrote(offset, len, acct, result)
     }
 
-    /// Grows the disk to `new_size` bytes; the new range reads as zeroes.
+    /// Resizes the disk to `new_size` bytes, as QEMU's `block_resize` does.
     ///
-    /// Without a backing layer, unallocated clusters and a raw file's new tail already read
-    /// as zeroes, so nothing is written: zero preallocation would write L2 tables for the
-    /// whole new range, which for a large size fills the host's disk. With a backing layer
-    /// the new range is zeroed explicitly, so that the backing file does not show through.
+    /// Growing: the new range reads as zeroes. Without a backing layer, unallocated clusters
+    /// and a raw file's new tail already do, so nothing is written: zero preallocation would
+    /// write L2 tables for the whole new range, which for a large size fills the host's
+    /// disk. With a backing layer the new range is zeroed explicitly, so that the backing
+    /// file does not show through.
+    ///
+    /// Shrinking drops the data past `new_size`: a raw file is truncated; a qcow2 image frees
+    /// the clusters that lie wholly past the end (the one the end falls in keeps its bytes,
+    /// as in QEMU, and shows them again if the disk grows back without a backing layer).
+    ///
+    /// As in QEMU, a qcow2 version 2 image with internal snapshots cannot be resized.
     pub fn resize(&self, new_size: u64) -> Result<(), BackendError> {
         if self.read_only {
             return Err(BackendError::ReadOnly);
+        }
+        let layer = self.root.layer();
+        if layer.qcow2_version == Some(2) && layer.snapshots > 0 {
+            return Err(BackendError::V2Snapshots);
         }
         let mode = if self.root.backing_child().is_some() {
             PreallocateMode::Zero
         } else {
             PreallocateMode::None
         };
-        self.root.with_image_mut(|image| {
-            let size = image.size();
-            if new_size < size {
-                return Err(BackendError::Shrink { size, new_size });
-            }
-            image.resize(new_size, mode)?;
-            Ok(())
-        })??;
+        self.root
+            .with_image_mut(|image| image.resize(new_size, mode))??;
         // The new size lives in cached metadata until a flush; make it durable now rather
         // than at the guest's next flush.
         self.flush()

@@ -45,6 +45,8 @@ pub struct Qcow2Header {
     pub size: u64,
     /// Encryption method (0 = none).
     pub crypt_method: u32,
+    /// Number of internal snapshots.
+    pub nb_snapshots: u32,
 }
 
 impl Qcow2Header {
@@ -112,5 +114,6 @@ pub fn read_qcow2_header(file: &File) -> Result<Qcow2Header, HeaderError> {
         cluster_bits,
         size: be64(&buf, 24),
         crypt_method: be32(&buf, 32),
+        nb_snapshots: be32(&buf, 60),
     })
 }

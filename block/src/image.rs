@@ -192,6 +192,10 @@ pub struct LayerInfo {
     /// the header stores it. A backing node whose file name differs means the node's backing
     /// was overridden, which changes how QEMU names the node.
     pub auto_backing_file: Option<String>,
+    /// qcow2 format version (2 or 3).
+    pub qcow2_version: Option<u32>,
+    /// Number of internal snapshots a qcow2 image holds.
+    pub snapshots: u32,
 }
 
 /// Where a qcow2 layer's backing image comes from (`-blockdev`'s `backing`).
@@ -343,6 +347,8 @@ fn open_layer(
         backing_format: None,
         full_backing_filename: None,
         auto_backing_file: None,
+        qcow2_version: qcow2_header.map(|h| h.version),
+        snapshots: qcow2_header.map_or(0, |h| h.nb_snapshots),
     };
 
     let (access, backing) = match format {

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::errno::{self, EINVAL, EIO, ENOMEDIUM, ENOSPC, EPERM};
+use crate::errno::{self, EIO, ENOMEDIUM, ENOSPC, EOPNOTSUPP, EPERM};
 use crate::node::NodeError;
 
 /// Errors of backend I/O.
@@ -21,14 +21,10 @@ pub enum BackendError {
         /// Disk size.
         size: u64,
     },
-    /// A smaller size was asked of `resize`.
-    #[error("Cannot shrink the disk from {size} to {new_size}")]
-    Shrink {
-        /// Current size.
-        size: u64,
-        /// Requested size.
-        new_size: u64,
-    },
+    /// `resize` of a qcow2 version 2 image with internal snapshots, whose snapshot table
+    /// does not record the size each snapshot had.
+    #[error("Can't resize a v2 image which has snapshots")]
+    V2Snapshots,
     /// The node cannot serve the request.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -45,7 +41,7 @@ impl BackendError {
         match self {
             BackendError::ReadOnly => EPERM,
             BackendError::OutOfRange { .. } => EIO,
-            BackendError::Shrink { .. } => EINVAL,
+            BackendError::V2Snapshots => EOPNOTSUPP,
             BackendError::Node(NodeError::NoImage(_)) => ENOMEDIUM,
             BackendError::Node(NodeError::Shared(_)) => EPERM,
             BackendError::Node(_) => EIO,
