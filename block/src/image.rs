@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Storage, StorageOpenOptions};
+use imago::{
+    DenyImplicitOpenGate, FormatAccess, FormatCreateBuilder, FormatDriverBuilder, Storage,
+    StorageOpenOptions,
+};
 
 use crate::header::{self, HeaderError};
 
@@ -176,6 +179,9 @@ pub struct LayerInfo {
     pub read_only: bool,
     /// Whether it was opened with O_DIRECT.
     pub direct: bool,
+    /// Whether flushes stop at imago's caches and never reach the host (QEMU's
+    /// `cache.no-flush`, which temporary snapshot overlays have).
+    pub no_flush: bool,
     /// qcow2 cluster size.
     pub cluster_size: Option<u64>,
     /// Whether the image is encrypted (petrel refuses those, so always false when opened).
@@ -266,6 +272,16 @@ pub fn actual_size(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.blocks() * 512)
 }
 
+/// Formats the existing file `path` as an empty qcow2 image of `size` bytes, without a
+/// backing file: version 3, 64 KiB clusters and 16-bit refcounts, as `qemu-img create`
+/// makes it by default.
+pub fn create_qcow2(path: &Path, size: u64) -> io::Result<()> {
+    let storage = ImageFile::open(StorageOpenOptions::new().filename(path).write(true))?;
+    Qcow2::<ImageFile>::create_builder(storage)
+        .size(size)
+        .create()
+}
+
 /// Opens the image described by `opts`, with its backing chain.
 pub fn open(opts: &OpenOptions) -> Result<Image, ImageError> {
     open_with(opts, BackingSource::FromHeader)
@@ -341,6 +357,7 @@ fn open_layer(
         format,
         read_only: opts.read_only,
         direct: opts.direct,
+        no_flush: false,
         cluster_size: qcow2_header.map(|h| h.cluster_size()),
         encrypted: false,
         backing_filename: None,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::backend::BlockBackend;
-use crate::image::{self, LayerInfo};
+use crate::image::LayerInfo;
 use crate::node::{BlockGraph, BlockNode, NodeDriver, NodeError};
 use crate::throttle::ThrottleConfig;
 
@@ -270,7 +270,7 @@ fn image_info(graph: &BlockGraph, node: &BlockNode) -> ImageInfo {
     ImageInfo {
         filename: filename(graph, node),
         format: node.driver().as_str().to_string(),
-        actual_size: image::actual_size(node.filename()),
+        actual_size: node.actual_size(),
         virtual_size: node.size(),
         cluster_size: layer.cluster_size.filter(|_| format_node),
         backing_filename: layer.backing_filename.clone().filter(|_| format_node),
@@ -318,7 +318,7 @@ pub fn describe(graph: &BlockGraph, name: &str) -> Result<BlockDeviceInfo, NodeE
         cache: CacheInfo {
             writeback: true,
             direct: layer.direct,
-            no_flush: false,
+            no_flush: layer.no_flush,
         },
         write_threshold: node.write_threshold(),
         image,

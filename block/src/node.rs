@@ -10,10 +10,13 @@
 
 mod backing_file;
 mod open;
+pub mod temp_snapshot;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::fs::File;
 use std::hash::BuildHasher;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
@@ -24,6 +27,7 @@ use crate::threshold::{NotifierSlot, WriteThreshold, WriteThresholdNotifier};
 
 pub use backing_file::BackingFileError;
 pub use open::{BackingOption, NodeOptions};
+pub use temp_snapshot::TempSnapshotError;
 
 /// Longest node name QEMU accepts.
 const MAX_NODE_NAME_LEN: usize = 31;
@@ -70,6 +74,9 @@ pub enum NodeError {
     /// `change-backing-file` failed.
     #[error(transparent)]
     BackingFile(#[from] BackingFileError),
+    /// The temporary overlay of `snapshot=on` could not be made.
+    #[error(transparent)]
+    TempSnapshot(#[from] TempSnapshotError),
 }
 
 /// A node's driver.
@@ -139,6 +146,9 @@ pub struct BlockNode {
     threshold: Arc<WriteThreshold>,
     /// The `file` child's threshold (format nodes).
     file_threshold: Option<Arc<WriteThreshold>>,
+    /// An open handle on the host file when its name no longer leads to it (a temporary
+    /// overlay, unlinked once open): the file's length and allocation are read through it.
+    host_file: Option<Arc<File>>,
 }
 
 impl fmt::Debug for BlockNode {
@@ -250,7 +260,20 @@ impl BlockNode {
     pub fn size(&self) -> u64 {
         match self.access() {
             Ok(access) => access.size(),
-            Err(_) => std::fs::metadata(&self.filename).map_or(0, |m| m.len()),
+            Err(_) => self.host_metadata().map_or(0, |m| m.len()),
+        }
+    }
+
+    /// Bytes the host file occupies on the host (QEMU's `actual-size`).
+    pub fn actual_size(&self) -> Option<u64> {
+        self.host_metadata().map(|m| m.blocks() * 512)
+    }
+
+    /// The host file's metadata, through the open handle if the node has one.
+    fn host_metadata(&self) -> Option<std::fs::Metadata> {
+        match &self.host_file {
+            Some(file) => file.metadata().ok(),
+            None => std::fs::metadata(&self.filename).ok(),
         }
     }
 
@@ -404,6 +427,7 @@ impl BlockGraph {
         backing: Option<String>,
         node_name: Option<&str>,
         file_name: Option<&str>,
+        host_file: Option<Arc<File>>,
     ) -> Arc<BlockNode> {
         let mut named = |name: Option<&str>| match name {
             Some(name) => (name.to_string(), false),
@@ -424,6 +448,7 @@ impl BlockGraph {
             image: None,
             threshold: Arc::clone(&file_threshold),
             file_threshold: None,
+            host_file: host_file.clone(),
         }));
         let node = Arc::new(BlockNode {
             threshold: WriteThreshold::new(&name, &self.notifier),
@@ -437,6 +462,7 @@ impl BlockGraph {
             layer: RwLock::new(layer),
             image: Some(RwLock::new(image)),
             file_threshold: Some(file_threshold),
+            host_file,
         });
         self.nodes.push(Arc::clone(&node));
         node

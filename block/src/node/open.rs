@@ -1,5 +1,6 @@
 //! Opening an image into the graph, with `-blockdev`'s naming and backing options.
 
+use std::fs::File;
 use std::sync::Arc;
 
 use super::{check_node_name, BlockGraph, BlockNode, NodeError};
@@ -50,6 +51,17 @@ impl BlockGraph {
         opts: &OpenOptions,
         names: &NodeOptions,
     ) -> Result<Arc<BlockNode>, NodeError> {
+        self.open_with_host_file(opts, names, None)
+    }
+
+    /// [`BlockGraph::open_with`], the format node and its `file` node reading the host
+    /// file's length and allocation through `host_file` if given.
+    pub(super) fn open_with_host_file(
+        &mut self,
+        opts: &OpenOptions,
+        names: &NodeOptions,
+        host_file: Option<Arc<File>>,
+    ) -> Result<Arc<BlockNode>, NodeError> {
         for name in [&names.node_name, &names.file_node_name]
             .into_iter()
             .flatten()
@@ -88,13 +100,14 @@ impl BlockGraph {
             backing,
             names.node_name.as_deref(),
             names.file_node_name.as_deref(),
+            host_file,
         ))
     }
 
     /// Adds the nodes of a backing layer and those below it; returns the layer's node name.
     fn add_backing(&mut self, layer: BackingImage) -> String {
         let below = layer.backing.map(|b| self.add_backing(*b));
-        let node = self.add_layer(layer.info, layer.access, below, None, None);
+        let node = self.add_layer(layer.info, layer.access, below, None, None, None);
         node.node_name().to_string()
     }
 }
