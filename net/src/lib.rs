@@ -8,6 +8,11 @@
 use std::io::IoSlice;
 use std::os::fd::RawFd;
 
+mod errno;
+pub mod tap;
+
+pub use tap::{TapBackend, TapError, TapOptions};
+
 /// Length of the header virtio-net puts before every frame
 /// (`struct virtio_net_hdr_v1`, also what tap's `IFF_VNET_HDR` uses with
 /// `TUNSETVNETHDRSZ` set to this size).
