@@ -260,6 +260,9 @@ bool blk_run(void);
 bool blkbench_run(void);
 bool blkresize_run(void);
 
+/* ---- memfill.c ---- */
+NORETURN void memfill_run(void);  /* ticks until the VMM ends the guest */
+
 /* ---- timer.c ---- */
 void timer_init(void);
 void timer_start_us(uint64_t us);   /* one-shot, polled (see timer.c) */

@@ -1,5 +1,5 @@
 /* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend, blk,
- * blkbench, blkresize. */
+ * blkbench, blkresize, memfill. */
 #include "petrel.h"
 
 #define CMOS_BOOT_COUNT 0x7e
@@ -80,8 +80,9 @@ bool scenario_run(const char *name)
     bool is_blk = !memcmp(name, "blk", 4);
     bool is_blkbench = !memcmp(name, "blkbench", 9);
     bool is_blkresize = !memcmp(name, "blkresize", 10);
+    bool is_memfill = !memcmp(name, "memfill", 8);
     if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend && !is_blk &&
-        !is_blkbench && !is_blkresize)
+        !is_blkbench && !is_blkresize && !is_memfill)
         panic("unknown petrel.test=%s", name);
 
     int count = boot_count_bump();
@@ -104,5 +105,7 @@ bool scenario_run(const char *name)
         return blkbench_run();
     if (is_blkresize)
         return blkresize_run();
+    if (is_memfill)
+        memfill_run();
     return true;
 }
