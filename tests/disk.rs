@@ -263,3 +263,105 @@ fn qcow2_is_consistent_after_exit_without_a_guest_flush() {
     p.expect_exit_code(0);
     qemu_img(dir.path(), &["check", "n.qcow2"]);
 }
+
+/// A scratch directory with an empty `tmp` in it, for petrel's `TMPDIR`.
+fn dir_with_tmpdir(tag: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    (dir, tmp)
+}
+
+/// The files in `tmp` petrel holds open (what its `/proc/PID/fd` links to), each once.
+fn fds_in(pid: u32, tmp: &Path) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(tmp))
+        .map(|target| target.display().to_string())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Runs the `blk` scenario over `disk_args` with `TMPDIR=tmp` (and `-no-shutdown`, to look at
+/// the process once the guest is done): petrel must hold `overlays` temporary overlays,
+/// `tmp/vl.XXXXXX` files already unlinked, and leave `tmp` empty when it exits.
+fn run_blk_with_tmpdir(disk_args: &[&str], append: &str, tmp: &Path, overlays: usize) {
+    let mut p = petrel()
+        .args(disk_args.iter().copied())
+        .args(["-no-shutdown"])
+        .env("TMPDIR", tmp.to_str().unwrap())
+        .append(&format!("petrel.test=blk {append}"))
+        .spawn();
+    let (status, _) = p.wait_for_line("status: ", DEFAULT_TIMEOUT);
+    assert_eq!(status, "status: 0", "guest failed:\n{}", p.console());
+    let fds = fds_in(p.pid(), tmp);
+    assert_eq!(fds.len(), overlays, "overlays held: {fds:?}");
+    for fd in &fds {
+        let name = fd.strip_prefix(&format!("{}/", tmp.display())).unwrap();
+        assert!(
+            name.starts_with("vl.") && name.len() == 9 + " (deleted)".len(),
+            "{fd}"
+        );
+        assert!(fd.ends_with(" (deleted)"), "{fd}");
+    }
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+    p.signal(libc::SIGTERM);
+    p.expect_exit_code(0);
+    assert_eq!(
+        std::fs::read_dir(tmp).unwrap().count(),
+        0,
+        "a temporary file was left behind"
+    );
+}
+
+/// `snapshot=on`: the guest reads the image through a temporary qcow2 overlay and its
+/// writes (which it reads back itself) go only to the overlay; the image file stays
+/// byte-identical, raw or qcow2.
+#[test]
+fn snapshot_on_keeps_raw_and_qcow2_images_unchanged() {
+    let (dir, tmp) = dir_with_tmpdir("disk-snapshot");
+    let raw = raw_image(&dir, "s.raw");
+    let mut data = std::fs::read(&raw).unwrap();
+    for lba in 0..32u64 {
+        let at = lba as usize * SECTOR;
+        data[at..at + SECTOR].copy_from_slice(&sector_bytes(lba, 0x11));
+    }
+    std::fs::write(&raw, &data).unwrap();
+    qemu_img(
+        dir.path(),
+        &["convert", "-f", "raw", "-O", "qcow2", "s.raw", "s.qcow2"],
+    );
+    let qcow2 = dir.path().join("s.qcow2").display().to_string();
+    for (image, drive) in [
+        (&raw, format!("file={raw},format=raw,if=virtio,snapshot=on")),
+        (
+            &qcow2,
+            format!("file={qcow2},if=virtio,snapshot=on,cache=none"),
+        ),
+    ] {
+        let before = std::fs::read(image).unwrap();
+        run_blk_with_tmpdir(
+            &["-drive", &drive],
+            "petrel.blk.mode=read petrel.blk.lba=0 petrel.blk.count=32 petrel.blk.pattern=0x11",
+            &tmp,
+            1,
+        );
+        // Over the image's own sectors and past them.
+        run_blk_with_tmpdir(
+            &["-drive", &drive],
+            "petrel.blk.lba=16 petrel.blk.count=64 petrel.blk.pattern=0x5c",
+            &tmp,
+            1,
+        );
+        assert!(
+            std::fs::read(image).unwrap() == before,
+            "{image} was written"
+        );
+    }
+    qemu_img(dir.path(), &["check", "s.qcow2"]);
+}

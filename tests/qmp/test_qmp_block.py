@@ -10,7 +10,7 @@ import time
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
-from conftest import run
+from conftest import close_after_exit, run
 
 MiB = 1 << 20
 
@@ -111,9 +111,11 @@ def test_queries_follow_the_disks(petrel, tmpdir_short):
 
 def test_resize_is_seen_by_the_guest(petrel, tmpdir_short):
     img = raw(os.path.join(tmpdir_short, "grow.raw"), 8 * MiB)
+    # -no-shutdown: the guest powers off once it has read the new last sector, which
+    # must not close the monitor before query-block has answered.
     p, sock = start(petrel, tmpdir_short,
                     ["-drive", f"file={img},format=raw,if=none,id=d0",
-                     "-device", "virtio-blk-pci,drive=d0"],
+                     "-device", "virtio-blk-pci,drive=d0", "-no-shutdown"],
                     "petrel.test=blkresize")
     p.wait_line("blkresize: waiting")
 
@@ -134,6 +136,60 @@ def test_resize_is_seen_by_the_guest(petrel, tmpdir_short):
 
     run(body())
     assert p.wait_line("status: ") == "status: 0"
+
+
+def test_snapshot_on_shows_the_overlay(petrel, tmpdir_short, monkeypatch):
+    tmp = os.path.join(tmpdir_short, "tmp")
+    os.mkdir(tmp)
+    monkeypatch.setenv("TMPDIR", tmp)
+    base = raw(os.path.join(tmpdir_short, "base.raw"))
+    p, sock = start(petrel, tmpdir_short,
+                    ["-drive", f"file={base},format=raw,if=none,id=drive0,node-name=orig,"
+                               "snapshot=on,cache=none",
+                     "-device", "virtio-blk-pci,drive=drive0,id=disk0", "-no-shutdown"],
+                    "petrel.test=blk petrel.blk.lba=8 petrel.blk.count=16")
+    assert p.wait_line("status: ") == "status: 0", p.console()
+
+    async def body():
+        qmp = await connect(sock)
+        ins = (await qmp.execute("query-block"))[0]["inserted"]
+        nodes = await qmp.execute("query-named-block-nodes")
+        # The overlay, its file node, the image and the image's file node.
+        assert len(nodes) == 4, nodes
+        overlay_file = next(n for n in nodes if n["drv"] == "file" and n["file"] != base)
+        tmpfile = overlay_file["file"]
+        assert os.path.dirname(tmpfile) == tmp and os.path.basename(tmpfile).startswith("vl.")
+        assert not os.path.exists(tmpfile)
+        assert os.listdir(tmp) == []
+        # As QEMU 7.2 shows it.
+        name = ('json:{"backing": {"driver": "raw", "file": {"driver": "file", "filename": '
+                f'"{base}"}}}}, "driver": "qcow2", "file": {{"driver": "file", '
+                f'"filename": "{tmpfile}"}}}}')
+        assert (ins["drv"], ins["ro"], ins["file"]) == ("qcow2", False, name)
+        assert ins["node-name"].startswith("#block")
+        assert (ins["backing_file"], ins["backing_file_depth"]) == (base, 1)
+        assert ins["cache"] == {"writeback": True, "direct": False, "no-flush": True}
+        image = ins["image"]
+        assert (image["filename"], image["format"], image["virtual-size"]) == \
+            (name, "qcow2", 16 * MiB)
+        assert "backing-filename" not in image
+        assert image["backing-image"]["filename"] == base
+        assert image["backing-image"]["format"] == "raw"
+        orig = next(n for n in nodes if n["node-name"] == "orig")
+        assert (orig["drv"], orig["ro"], orig["file"], orig["cache"]["direct"]) == \
+            ("raw", True, base, True)
+        assert overlay_file["cache"]["no-flush"] is True
+        assert overlay_file["image"]["virtual-size"] > 0
+        stats = (await qmp.execute("query-blockstats"))[0]
+        assert stats["stats"]["wr_bytes"] == 16 * 512
+        await qmp.execute("quit")
+        await close_after_exit(qmp)
+
+    run(body())
+    p.proc.wait(timeout=30)
+    with open(base, "rb") as f:
+        assert f.read() == bytes(16 * MiB), "the image was written"
+    assert os.listdir(tmp) == []
 
 
 def test_throttle_caps_throughput(petrel, tmpdir_short):

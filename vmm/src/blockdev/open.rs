@@ -10,7 +10,7 @@ use petrel_qmp::schema::types::{
 };
 
 use super::{throttle_config, BlockLayer, BlockdevError};
-use crate::cli::config::DriveConfig;
+use crate::cli::config::{CacheConfig, DriveConfig};
 
 /// A `driver=file` node waiting for a format node to take it as its `file` child.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,23 +33,39 @@ fn format(name: Option<&str>) -> Result<Option<ImageFormat>, BlockdevError> {
 impl BlockLayer {
     /// Opens a `-drive`: its image (with its backing chain) as nodes, and a backend named by
     /// its id.
+    ///
+    /// With `snapshot=on`, as in QEMU, the image is opened read-only (keeping `node-name=`)
+    /// and the backend gets a temporary qcow2 overlay over it, which takes the guest's
+    /// writes and ignores its flushes (QEMU's `cache=unsafe` for temporary files).
     pub fn open_drive(&mut self, d: &DriveConfig) -> Result<(), BlockdevError> {
         if let Some(name) = &d.node_name {
             self.check_free_name(name)?;
         }
-        if d.snapshot {
-            return Err(BlockdevError::Unsupported(
-                "snapshot=on is not supported: petrel cannot create its temporary overlay yet"
-                    .into(),
-            ));
-        }
         let opts = OpenOptions {
             path: d.file.clone(),
             format: format(d.format.as_deref())?,
-            read_only: d.read_only,
+            read_only: d.read_only || d.snapshot,
             direct: d.cache.direct,
         };
-        let root = self.graph.open(&opts, d.node_name.as_deref())?;
+        let mut root = self.graph.open(&opts, d.node_name.as_deref())?;
+        let mut cache = d.cache;
+        if d.snapshot {
+            let image = root.node_name().to_string();
+            root = match self.graph.append_temp_snapshot(&image, d.read_only) {
+                Ok(overlay) => overlay,
+                Err(e) => {
+                    // Take the image's nodes out again, as a failed open leaves none.
+                    drop(root);
+                    let _ = self.graph.remove(&image);
+                    return Err(e.into());
+                }
+            };
+            cache = CacheConfig {
+                direct: false,
+                no_flush: true,
+                ..d.cache
+            };
+        }
         let backend = BlockBackend::new(d.id.clone(), root, d.read_only)?;
         if !d.throttle.is_empty() {
             backend.set_throttle(throttle_config(&d.throttle)?)?;
@@ -57,7 +73,7 @@ impl BlockLayer {
         self.push_disk(
             d.id.clone(),
             Arc::new(backend),
-            d.cache,
+            cache,
             d.discard_unmap,
             d.serial.clone(),
             d.error_policy,
