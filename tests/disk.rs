@@ -365,3 +365,33 @@ fn snapshot_on_keeps_raw_and_qcow2_images_unchanged() {
     }
     qemu_img(dir.path(), &["check", "s.qcow2"]);
 }
+
+/// `-snapshot` puts every drive that does not say otherwise on a temporary overlay;
+/// `snapshot=off` keeps a drive on its image.
+#[test]
+fn global_snapshot_spares_drives_with_snapshot_off() {
+    let (dir, tmp) = dir_with_tmpdir("disk-global-snapshot");
+    let a = raw_image(&dir, "a.raw");
+    let b = raw_image(&dir, "b.raw");
+    let c = raw_image(&dir, "c.raw");
+    run_blk_with_tmpdir(
+        &[
+            "-snapshot",
+            "-drive",
+            &format!("file={a},format=raw,if=none,id=da"),
+            "-drive",
+            &format!("file={b},format=raw,if=none,id=db,snapshot=off"),
+            "-drive",
+            &format!("file={c},format=raw,if=none,id=dc"),
+            "-device",
+            "virtio-blk-pci,drive=da,addr=0x3",
+            "-device",
+            "virtio-blk-pci,drive=db,addr=0x4",
+        ],
+        "petrel.blk.lba=3",
+        &tmp,
+        2,
+    );
+    // The guest wrote to the first disk it found, da, which was on an overlay.
+    assert!(std::fs::read(&a).unwrap().iter().all(|&x| x == 0));
+}

@@ -12,7 +12,7 @@ use super::config::{
 use super::cpu::{default_cpu, parse_cpu};
 use super::device::parse_device;
 use super::display::parse_display;
-use super::drive::{parse_drive, DriveIndex};
+use super::drive::{apply_global_snapshot, parse_drive, DriveIndex};
 use super::error::{ArgError, CliError, Loc};
 use super::machine::MachineArgs;
 use super::memory::MemoryArgs;
@@ -55,6 +55,8 @@ pub(crate) struct Builder {
     monitors: Vec<(Loc, ChardevSpec)>,
     drives: Vec<(Loc, DriveConfig)>,
     drive_index: DriveIndex,
+    /// `-snapshot`.
+    snapshot: bool,
     blockdevs: Vec<(Loc, serde_json::Value)>,
     devices: Vec<(Loc, DeviceConfig)>,
 }
@@ -139,6 +141,7 @@ impl Builder {
                 let node = parse_blockdev(arg).map_err(at)?;
                 self.blockdevs.push((loc, node));
             }
+            Opt::Snapshot => self.snapshot = true,
             Opt::Device => match parse_device(arg).map_err(at)? {
                 Parsed::Value(dev) => self.devices.push((loc, dev)),
                 Parsed::List(topic) => return Ok(Some(Action::List(topic))),
@@ -229,7 +232,16 @@ impl Builder {
             daemonize: self.daemonize,
             display: DisplayConfig::None,
             nodefaults: self.nodefaults,
-            drives: self.drives.into_iter().map(|(_, d)| d).collect(),
+            drives: self
+                .drives
+                .into_iter()
+                .map(|(loc, mut d)| {
+                    if self.snapshot {
+                        apply_global_snapshot(&mut d, &loc.arg);
+                    }
+                    d
+                })
+                .collect(),
             blockdevs: self.blockdevs.into_iter().map(|(_, b)| b).collect(),
             devices: self.devices.into_iter().map(|(_, d)| d).collect(),
         })

@@ -179,6 +179,15 @@ pub(crate) fn parse_drive(arg: &str, index: &mut DriveIndex) -> Result<DriveConf
     })
 }
 
+/// `-snapshot`: turns `snapshot=on` for the drive parsed from `arg` unless `arg` sets
+/// `snapshot` itself, as QEMU's `drive_enable_snapshot` does (so `snapshot=off` wins).
+pub(crate) fn apply_global_snapshot(drive: &mut DriveConfig, arg: &str) {
+    let given = Opts::parse(arg, None, Syntax::QemuOpts).is_ok_and(|o| o.get("snapshot").is_some());
+    if !given {
+        drive.snapshot = true;
+    }
+}
+
 /// `cache=` as QEMU maps it, then the individual `cache.*` flags over it.
 fn cache_config(opts: &Opts) -> Result<CacheConfig, ArgError> {
     let mut c = match opts.get("cache").unwrap_or("writeback") {
@@ -271,6 +280,19 @@ mod tests {
             d.throttle,
             [("bps".to_string(), 1000), ("iops_rd".to_string(), 5)]
         );
+    }
+
+    #[test]
+    fn global_snapshot_is_a_default() {
+        for (arg, want) in [
+            ("file=x,if=none", true),
+            ("file=x,if=none,snapshot=off", false),
+            ("file=x,if=none,snapshot=on", true),
+        ] {
+            let mut d = parse(arg).unwrap();
+            apply_global_snapshot(&mut d, arg);
+            assert_eq!(d.snapshot, want, "{arg}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub(crate) enum Opt {
     Mon,
     Drive,
     Blockdev,
+    Snapshot,
     Device,
 }
 
@@ -176,6 +177,14 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         opt: Opt::Blockdev,
         arg: Some("driver=file|raw|qcow2,node-name=N[,file=..][,backing=..]"),
         help: "add a block node (keyval or JSON, as blockdev-add takes it)",
+        section: BLOCK,
+    },
+    OptionSpec {
+        names: &["snapshot"],
+        opt: Opt::Snapshot,
+        arg: None,
+        help: "write to temporary files instead of disk image files\n\
+               (snapshot=on for every -drive that does not set snapshot)",
         section: BLOCK,
     },
     OptionSpec {
