@@ -109,15 +109,33 @@ def test_queries_follow_the_disks(petrel, tmpdir_short):
     run(body())
 
 
-def test_resize_is_seen_by_the_guest(petrel, tmpdir_short):
-    img = raw(os.path.join(tmpdir_short, "grow.raw"), 8 * MiB)
-    # -no-shutdown: the guest powers off once it has read the new last sector, which
-    # must not close the monitor before query-block has answered.
-    p, sock = start(petrel, tmpdir_short,
+def start_blkresize(petrel, tmpdir, img):
+    """Petrel with the raw `img` as drive d0 and the guest waiting in `blkresize`.
+    -no-shutdown: the guest powers off once it has read the new last sector, which must
+    not close the monitor before the test's queries have answered."""
+    p, sock = start(petrel, tmpdir,
                     ["-drive", f"file={img},format=raw,if=none,id=d0",
                      "-device", "virtio-blk-pci,drive=d0", "-no-shutdown"],
                     "petrel.test=blkresize")
     p.wait_line("blkresize: waiting")
+    return p, sock
+
+
+async def resize_seen_by_guest(qmp, p, img, size):
+    """block_resize of drive d0, a raw `img` the guest's `blkresize` scenario waits on: the
+    guest gets the new capacity and reads its last sector; file and query-block agree."""
+    await qmp.execute("block_resize", {"device": "d0", "size": size})
+    line = p.wait_line("blkresize: capacity=")
+    assert line.startswith(f"blkresize: capacity={size // 512} "), line
+    p.wait_line("blkresize: read last ok")
+    assert os.path.getsize(img) == size
+    blocks = await qmp.execute("query-block")
+    assert blocks[0]["inserted"]["image"]["virtual-size"] == size
+
+
+def test_resize_is_seen_by_the_guest(petrel, tmpdir_short):
+    img = raw(os.path.join(tmpdir_short, "grow.raw"), 8 * MiB)
+    p, sock = start_blkresize(petrel, tmpdir_short, img)
 
     async def body():
         qmp = await connect(sock)
@@ -125,17 +143,48 @@ def test_resize_is_seen_by_the_guest(petrel, tmpdir_short):
             ("GenericError", "The new size must be a multiple of 512")
         assert await error_of(qmp, "block_resize", device="nope", size=4096) == \
             ("GenericError", "Cannot find device='nope' nor node-name=''")
-        await qmp.execute("block_resize", {"device": "d0", "size": 24 * MiB})
-        line = p.wait_line("blkresize: capacity=")
-        assert line.startswith(f"blkresize: capacity={24 * MiB // 512} "), line
-        p.wait_line("blkresize: read last ok")
-        assert os.path.getsize(img) == 24 * MiB
-        blocks = await qmp.execute("query-block")
-        assert blocks[0]["inserted"]["image"]["virtual-size"] == 24 * MiB
+        await resize_seen_by_guest(qmp, p, img, 24 * MiB)
         await qmp.disconnect()
 
     run(body())
     assert p.wait_line("status: ") == "status: 0"
+
+
+def test_resize_shrinks_raw_and_qcow2(petrel, tmpdir_short):
+    img = raw(os.path.join(tmpdir_short, "shrink.raw"), 16 * MiB)
+    qemu_img("create", "-q", "-f", "qcow2", "q.qcow2", "16M", cwd=tmpdir_short)
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 8M", "q.qcow2"], check=True,
+                   cwd=tmpdir_short, capture_output=True)
+    q = os.path.join(tmpdir_short, "q.qcow2")
+    p, sock = start_blkresize(petrel, tmpdir_short, img)
+
+    async def body():
+        qmp = await connect(sock)
+        # As QEMU 7.2: a raw disk shrinks, and the guest reads its new last sector.
+        await resize_seen_by_guest(qmp, p, img, 4 * MiB)
+
+        # A qcow2 node shrinks too, allocated clusters and all; its sizes stay 512-aligned.
+        await qmp.execute("blockdev-add", {"driver": "qcow2", "node-name": "q",
+                                           "file": {"driver": "file", "filename": q}})
+        assert await error_of(qmp, "block_resize", **{"node-name": "q", "size": 1000}) == \
+            ("GenericError", "The new size must be a multiple of 512")
+        await qmp.execute("block_resize", {"node-name": "q", "size": 3 * MiB + 512})
+        nodes = await qmp.execute("query-named-block-nodes")
+        node = next(n for n in nodes if n["node-name"] == "q")
+        assert node["image"]["virtual-size"] == 3 * MiB + 512
+        await qmp.execute("x-blockdev-del", {"node-name": "q"})
+        assert p.wait_line("status: ") == "status: 0"
+        await qmp.execute("quit")
+        await close_after_exit(qmp)
+
+    run(body())
+    p.proc.wait(timeout=30)
+    subprocess.run(["qemu-img", "check", "-q", "q.qcow2"], check=True, cwd=tmpdir_short)
+    info = subprocess.run(["qemu-img", "info", "-U", "--output=json", q], check=True,
+                          capture_output=True, text=True).stdout
+    assert '"virtual-size": %d' % (3 * MiB + 512) in info, info
+    subprocess.run(["qemu-io", "-c", f"read -P 0x5a 0 {3 * MiB + 512}", "q.qcow2"],
+                   check=True, cwd=tmpdir_short, capture_output=True)
 
 
 def test_snapshot_on_shows_the_overlay(petrel, tmpdir_short, monkeypatch):
