@@ -188,7 +188,9 @@ struct virtq {
     volatile uint16_t *avail;       /* flags, idx, ring[] */
     volatile uint8_t *used;         /* flags, idx, {u32 id, u32 len}[] */
     uint64_t notify;                /* MMIO address of this queue's notify register */
+    uint16_t index;                 /* queue number: written to notify */
 };
+#define VIRTIO_MAX_QUEUES 3         /* virtio-net: rx 0, tx 1, ctrl 2 */
 struct virtio_dev {
     struct pci_dev pci;
     uint64_t common, notify_base, isr, devcfg;
@@ -197,15 +199,23 @@ struct virtio_dev {
     bool msix;                      /* completions by MSI-X interrupt */
     bool config_irq;                /* config changes on their own MSI-X entry (1) */
     uint64_t timeout_us;            /* virtio_wait(); 0: 30 s */
-    struct virtq q;
+    uint64_t (*feature_deps)(uint64_t); /* optional: drops features whose dependencies are missing */
+    unsigned nq;                    /* queues set up: q[0..nq-1] */
+    struct virtq q[VIRTIO_MAX_QUEUES];
 };
 #define VQ_MAX          256
 #define DESC_F_NEXT     1
 #define DESC_F_WRITE    2
 extern volatile uint32_t virtio_irq_count;         /* queue vector (and config when shared) */
 extern volatile uint32_t virtio_config_irq_count;  /* config vector, when config_irq */
-/* Up to DRIVER_OK with queue 0 of min(device max, qsize) entries; config_entry1:
- * configuration changes on MSI-X entry 1 (when the table has two entries). */
+/* Reset, features (offered & (wanted | VERSION_1)), FEATURES_OK, MSI-X
+ * (config_entry1: configuration changes on MSI-X entry 1 when the table has
+ * two entries); then virtio_queue() per queue, then virtio_ready()
+ * (DRIVER_OK, the virtio: line). Each prints a virtio: line when it fails. */
+bool virtio_begin(struct virtio_dev *v, uint64_t wanted_features, bool config_entry1);
+bool virtio_queue(struct virtio_dev *v, unsigned idx, unsigned qsize);   /* min(device max, qsize) entries */
+bool virtio_ready(struct virtio_dev *v);
+/* All three for a device with one queue (queue 0). */
 bool virtio_init(struct virtio_dev *v, uint64_t wanted_features, unsigned qsize, bool config_entry1);
 /* Asynchronous requests: write chains, post their heads, kick once, pop completions. */
 void virtq_chain(struct virtq *q, unsigned first, int n, const uint64_t *addr, const uint32_t *len,
@@ -215,26 +225,34 @@ static inline void virtq_post(struct virtq *q, uint16_t head)
     q->avail[2 + (q->avail_idx & (q->size - 1))] = head;     /* sizes are powers of two */
     q->avail_idx++;
 }
-void virtq_kick(struct virtio_dev *v);     /* publish posted heads; notify unless suppressed */
+bool virtq_kick(struct virtq *q);          /* publish posted heads; notify unless suppressed (true: notified) */
 static inline uint16_t virtq_used_idx(const struct virtq *q) { return *(volatile uint16_t *)(q->used + 2); }
-static inline int virtq_pop(struct virtq *q)   /* head of the next completed chain, -1: none */
+static inline int virtq_pop_len(struct virtq *q, uint32_t *len)   /* head of the next completed chain, -1: none */
 {
     if (virtq_used_idx(q) == q->used_seen)
         return -1;
     barrier();
-    uint32_t id = *(volatile uint32_t *)(q->used + 4 + 8 * (q->used_seen & (q->size - 1)));
+    const volatile uint32_t *e = (const volatile uint32_t *)(const volatile void *)(q->used + 4 + 8 * (q->used_seen & (q->size - 1)));
+    uint32_t id = e[0];
+    *len = e[1];
     q->used_seen++;
     return (int)id;
 }
-/* Sleep (MSI-X) or poll until the used ring has an entry to pop (and, with
+static inline int virtq_pop(struct virtq *q)
+{
+    uint32_t len;
+    return virtq_pop_len(q, &len);
+}
+/* Sleep (MSI-X) or poll until q's used ring has an entry to pop (and, with
  * want_irq, an interrupt came after irqs0): false after timeout_us of no
  * progress and a final look at the used ring. With MSI-X the watchdog must run. */
-bool virtio_wait(struct virtio_dev *v, bool want_irq, uint32_t irqs0);
+bool virtio_wait(struct virtio_dev *v, struct virtq *q, bool want_irq, uint32_t irqs0);
 void virtio_watchdog(struct virtio_dev *v, bool on);   /* periodic LAPIC timer while halted */
 void virtio_sleep(void);                               /* sti; hlt; cli */
-/* Synchronous: chain at descriptor 0, notify, wait for it (and its
+/* Synchronous: chain at descriptor 0 of q, notify, wait for it (and its
  * interrupt); returns false on timeout. */
-bool virtio_submit(struct virtio_dev *v, int n, const uint64_t *addr, const uint32_t *len, unsigned write_mask);
+bool virtio_submit(struct virtio_dev *v, struct virtq *q, int n, const uint64_t *addr, const uint32_t *len,
+                   unsigned write_mask);
 uint8_t virtio_config_generation(struct virtio_dev *v);
 uint8_t virtio_isr(struct virtio_dev *v);              /* read (and clear) the ISR status */
 void virtio_quiesce(struct virtio_dev *v);

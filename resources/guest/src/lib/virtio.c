@@ -1,12 +1,15 @@
 /*
  * virtio 1.x over modern PCI: vendor capabilities, reset, feature
- * negotiation (VERSION_1 required), one split virtqueue (queue 0, up to 256
- * entries) in the image's .nozero memory (identity mapped: physical =
- * virtual), MSI-X to the BSP's LAPIC (queue on entry 0, configuration
- * changes on entry 0 or 1). Requests are asynchronous (chains posted to the
- * avail ring, one notify per batch, completions popped from the used ring)
- * with a synchronous wrapper: one chain in flight. Completion by interrupt
- * (`sti; hlt`) or, without MSI-X, by polling the used ring.
+ * negotiation (VERSION_1 required), up to VIRTIO_MAX_QUEUES split virtqueues
+ * (up to 256 entries each) in the image's .nozero memory (identity mapped:
+ * physical = virtual), MSI-X to the BSP's LAPIC (every queue on entry 0,
+ * configuration changes on entry 0 or 1). Setup is virtio_begin (through
+ * FEATURES_OK and MSI-X), virtio_queue per queue, virtio_ready (DRIVER_OK);
+ * virtio_init does all three for a one-queue device. Requests are
+ * asynchronous (chains posted to the avail ring, one notify per batch,
+ * completions popped from the used ring) with a synchronous wrapper: one
+ * chain in flight. Completion by interrupt (`sti; hlt`) or, without MSI-X,
+ * by polling the used ring.
  */
 #include "petrel.h"
 
@@ -52,10 +55,10 @@
 #define LAPIC_TIMER_ICR 0x380
 #define LAPIC_TIMER_DCR 0x3E0
 
-/* Queue memory: descriptors at 0, the avail ring at 16 * size, the used ring
- * at the next 256-byte boundary after it (16 entries: 0, 0x100, 0x200, one
- * page; 256 entries: 0, 0x1000, 0x1300). */
-static uint8_t vq_mem[0x2000] __attribute__((section(".nozero"), aligned(4096)));
+/* Memory per queue: descriptors at 0, the avail ring at 16 * size, the used
+ * ring at the next 256-byte boundary after it (16 entries: 0, 0x100, 0x200,
+ * one page; 256 entries: 0, 0x1000, 0x1300). */
+static uint8_t vq_mem[VIRTIO_MAX_QUEUES][0x2000] __attribute__((section(".nozero"), aligned(4096)));
 
 volatile uint32_t virtio_irq_count, virtio_config_irq_count;
 void virtio_irq(void);
@@ -122,9 +125,10 @@ static bool msix_setup(struct virtio_dev *v, bool config_entry1)
     return true;
 }
 
-bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool config_entry1)
+bool virtio_begin(struct virtio_dev *v, uint64_t wanted, bool config_entry1)
 {
     struct pci_dev *d = &v->pci;
+    v->nq = 0;
     if (!pci_enable(d))
         return false;
     for (unsigned cap = pci_find_cap(d, VIRTIO_VENDOR_CAP, 0); cap; cap = pci_find_cap(d, VIRTIO_VENDOR_CAP, cap)) {
@@ -161,6 +165,8 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool con
         return false;
     }
     v->features = offered & (wanted | VIRTIO_F_VERSION_1);
+    if (v->feature_deps)
+        v->features = v->feature_deps(v->features);
     mmio_write32(c + CC_GFSELECT, 0);
     mmio_write32(c + CC_GF, (uint32_t)v->features);
     mmio_write32(c + CC_GFSELECT, 1);
@@ -174,13 +180,31 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool con
     v->msix = msix_setup(v, config_entry1);
     uint16_t cfg_vec = v->config_irq ? 1 : 0;
     mmio_write16(c + CC_MSIX_CONFIG, v->msix ? cfg_vec : NO_VECTOR);
+    if (v->msix && mmio_read16(c + CC_MSIX_CONFIG) != cfg_vec) {
+        /* The device refused the vector: poll instead. */
+        mmio_write16(c + CC_MSIX_CONFIG, NO_VECTOR);
+        v->msix = v->config_irq = false;
+    }
+    return true;
+}
 
-    /* queue 0 */
-    struct virtq *q = &v->q;
-    mmio_write16(c + CC_Q_SELECT, 0);
+/* Queue `idx` with min(device max, qsize) entries, rounded down to a power
+ * of two, its vector = MSI-X entry 0 (when the device refuses it: polled,
+ * config vector too); enabled. False (after a virtio: line): no such queue. */
+bool virtio_queue(struct virtio_dev *v, unsigned idx, unsigned qsize)
+{
+    uint64_t c = v->common;
+    if (idx >= VIRTIO_MAX_QUEUES) {
+        vfail(v, "too many queues");
+        return false;
+    }
+    struct virtq *q = &v->q[idx];
+    mmio_write16(c + CC_Q_SELECT, (uint16_t)idx);
     uint16_t max = mmio_read16(c + CC_Q_SIZE);
     if (!max) {
-        vfail(v, "queue 0 missing");
+        char why[24];
+        ksnprintf(why, sizeof(why), "queue %u missing", idx);
+        vfail(v, why);
         return false;
     }
     if (qsize > VQ_MAX)
@@ -188,12 +212,14 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool con
     q->size = (uint16_t)(max < qsize ? max : qsize);
     while (q->size & (q->size - 1))                 /* split rings: a power of two */
         q->size &= (uint16_t)(q->size - 1);
-    memset(vq_mem, 0, sizeof(vq_mem));
+    uint8_t *mem = vq_mem[idx];
+    memset(mem, 0, sizeof(vq_mem[idx]));
     unsigned avail_off = 16u * q->size;
-    q->desc = (struct vq_desc *)(void *)vq_mem;
-    q->avail = (volatile uint16_t *)(void *)(vq_mem + avail_off);
-    q->used = vq_mem + ((avail_off + 6 + 2u * q->size + 0xff) & ~0xffu);
+    q->desc = (struct vq_desc *)(void *)mem;
+    q->avail = (volatile uint16_t *)(void *)(mem + avail_off);
+    q->used = mem + ((avail_off + 6 + 2u * q->size + 0xff) & ~0xffu);
     q->avail_idx = q->used_seen = 0;
+    q->index = (uint16_t)idx;
     mmio_write16(c + CC_Q_SIZE, q->size);
     mmio_write32(c + CC_Q_DESC, (uint32_t)(uintptr_t)q->desc);
     mmio_write32(c + CC_Q_DESC + 4, 0);
@@ -201,25 +227,43 @@ bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool con
     mmio_write32(c + CC_Q_AVAIL + 4, 0);
     mmio_write32(c + CC_Q_USED, (uint32_t)(uintptr_t)q->used);
     mmio_write32(c + CC_Q_USED + 4, 0);
-    if (v->msix) {
-        mmio_write16(c + CC_Q_MSIX, 0);
-        if (mmio_read16(c + CC_Q_MSIX) != 0 || mmio_read16(c + CC_MSIX_CONFIG) != cfg_vec) {
-            /* The device refused the vector: poll instead. */
-            mmio_write16(c + CC_Q_MSIX, NO_VECTOR);
-            mmio_write16(c + CC_MSIX_CONFIG, NO_VECTOR);
-            v->msix = v->config_irq = false;
-        }
+    mmio_write16(c + CC_Q_MSIX, v->msix ? 0 : NO_VECTOR);
+    if (v->msix && mmio_read16(c + CC_Q_MSIX) != 0) {
+        /* Refused: poll instead. Queues set up before keep entry 0 (their
+         * interrupts just get counted). */
+        mmio_write16(c + CC_Q_MSIX, NO_VECTOR);
+        mmio_write16(c + CC_MSIX_CONFIG, NO_VECTOR);
+        v->msix = v->config_irq = false;
     }
     q->notify = v->notify_base + (uint64_t)mmio_read16(c + CC_Q_NOFF) * v->notify_mult;
     mmio_write16(c + CC_Q_ENABLE, 1);
+    if (idx >= v->nq)
+        v->nq = idx + 1;
+    return true;
+}
+
+/* DRIVER_OK and the virtio: line. */
+bool virtio_ready(struct virtio_dev *v)
+{
+    uint64_t c = v->common;
+    struct pci_dev *d = &v->pci;
     mmio_write8(c + CC_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
     if (mmio_read8(c + CC_STATUS) & ST_FAILED) {
         kprintf("virtio: device set FAILED\n");
         return false;
     }
-    kprintf("virtio: 00:%02x.%u %04x:%04x features=0x%lx queue=%u msix=%s\n", d->dev, d->fn, d->vendor,
-            d->device, v->features, q->size, v->msix ? "on" : "off");
+    char sizes[24];
+    int n = 0;
+    for (unsigned i = 0; i < v->nq; i++)
+        n += ksnprintf(sizes + n, sizeof(sizes) - (size_t)n, i ? ",%u" : "%u", v->q[i].size);
+    kprintf("virtio: 00:%02x.%u %04x:%04x features=0x%lx queue=%s msix=%s\n", d->dev, d->fn, d->vendor,
+            d->device, v->features, sizes, v->msix ? "on" : "off");
     return true;
+}
+
+bool virtio_init(struct virtio_dev *v, uint64_t wanted, unsigned qsize, bool config_entry1)
+{
+    return virtio_begin(v, wanted, config_entry1) && virtio_queue(v, 0, qsize) && virtio_ready(v);
 }
 
 void virtq_chain(struct virtq *q, unsigned first, int n, const uint64_t *addr, const uint32_t *len,
@@ -234,14 +278,15 @@ void virtq_chain(struct virtq *q, unsigned first, int n, const uint64_t *addr, c
     }
 }
 
-void virtq_kick(struct virtio_dev *v)
+bool virtq_kick(struct virtq *q)
 {
-    struct virtq *q = &v->q;
     barrier();                                          /* ring entries before the index (x86: stores in order) */
     q->avail[1] = q->avail_idx;
     __asm__ volatile("mfence" ::: "memory");            /* index visible before reading the used flags */
-    if (!(*(volatile uint16_t *)q->used & USED_F_NO_NOTIFY))
-        mmio_write16(q->notify, 0);
+    if (*(volatile uint16_t *)q->used & USED_F_NO_NOTIFY)
+        return false;
+    mmio_write16(q->notify, q->index);                  /* the queue's index (no NOTIFICATION_DATA) */
+    return true;
 }
 
 void virtio_sleep(void)
@@ -265,46 +310,46 @@ void virtio_watchdog(struct virtio_dev *v, bool on)
     }
 }
 
-static bool vq_ready(struct virtio_dev *v, bool want_irq, uint32_t irqs0)
+static bool vq_ready(const struct virtq *q, bool want_irq, uint32_t irqs0)
 {
-    return virtq_used_idx(&v->q) != v->q.used_seen && (!want_irq || virtio_irq_count != irqs0);
+    return virtq_used_idx(q) != q->used_seen && (!want_irq || virtio_irq_count != irqs0);
 }
 
-bool virtio_wait(struct virtio_dev *v, bool want_irq, uint32_t irqs0)
+bool virtio_wait(struct virtio_dev *v, struct virtq *q, bool want_irq, uint32_t irqs0)
 {
-    if (vq_ready(v, want_irq, irqs0))
+    if (vq_ready(q, want_irq, irqs0))
         return true;                                    /* checked with IF clear */
     if (v->msix) {
         virtio_sleep();                                 /* the usual case: one interrupt */
-        if (vq_ready(v, want_irq, irqs0))
+        if (vq_ready(q, want_irq, irqs0))
             return true;
     }
     /* The time base is read only from here on: PIT reads are port exits. */
     timer_start_us(v->timeout_us ? v->timeout_us : DEFAULT_TIMEOUT_US);
-    while (!vq_ready(v, want_irq, irqs0) && !timer_expired()) {
+    while (!vq_ready(q, want_irq, irqs0) && !timer_expired()) {
         if (v->msix)
             virtio_sleep();
         else    /* polled: a few hundred us of ring checks per PIT read */
-            for (int i = 0; i < 64 && !vq_ready(v, want_irq, irqs0); i++)
+            for (int i = 0; i < 64 && !vq_ready(q, want_irq, irqs0); i++)
                 ;
     }
     /* Once more after a timeout: the device may just have answered (e.g. a VM
      * resumed after a long pause). */
-    return virtq_used_idx(&v->q) != v->q.used_seen;
+    return virtq_used_idx(q) != q->used_seen;
 }
 
-bool virtio_submit(struct virtio_dev *v, int n, const uint64_t *addr, const uint32_t *len, unsigned write_mask)
+bool virtio_submit(struct virtio_dev *v, struct virtq *q, int n, const uint64_t *addr, const uint32_t *len,
+                   unsigned write_mask)
 {
-    struct virtq *q = &v->q;
     virtq_chain(q, 0, n, addr, len, write_mask);
     virtq_post(q, 0);
     uint32_t irqs = virtio_irq_count;
-    virtq_kick(v);
+    virtq_kick(q);
     /* Wait for both the used ring and the interrupt (one per request: one
      * chain in flight, no EVENT_IDX), so irqs counts every one even when the
      * device completes before the first hlt. */
     virtio_watchdog(v, true);
-    bool done = virtio_wait(v, v->msix, irqs);
+    bool done = virtio_wait(v, q, v->msix, irqs);
     virtio_watchdog(v, false);
     if (done)
         virtq_pop(q);

@@ -45,7 +45,7 @@ int blk_req(uint32_t type, uint64_t sector, void *data, uint32_t len)
     unsigned wmask = 1u << (n - 1);                   /* status */
     if (len && (type == BLK_T_IN || type == BLK_T_GET_ID))
         wmask |= 2;
-    if (!virtio_submit(&vblk, n, addr, lens, wmask))
+    if (!virtio_submit(&vblk, &vblk.q[0], n, addr, lens, wmask))
         return -1;
     barrier();
     return req.status;

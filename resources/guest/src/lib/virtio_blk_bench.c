@@ -80,7 +80,7 @@ static inline void issue(const struct bench *b, struct run *r, unsigned head)
     h->sector = block * r->sectors_per_block;
     h->status = 0xff;
     if (++r->issued == r->ops)
-        vblk.q.desc[head + 1].len = (uint32_t)(b->bytes - (b->ops - 1) * b->bs);
+        vblk.q[0].desc[head + 1].len = (uint32_t)(b->bytes - (b->ops - 1) * b->bs);
     r->avail_ring[r->aidx & r->mask] = (uint16_t)head;
     r->aidx++;
 }
@@ -89,7 +89,7 @@ static inline void issue(const struct bench *b, struct run *r, unsigned head)
  * completions is reissued with one notify. False after a failure line. */
 static __attribute__((noinline, hot)) bool run(const struct bench *b)
 {
-    struct virtq *q = &vblk.q;
+    struct virtq *q = &vblk.q[0];
     const volatile uint32_t *used_ring = (const volatile uint32_t *)(const volatile void *)(q->used + 4);
     struct run r = {
         .issued = 0, .lcg = 1, .aidx = q->avail_idx, .mask = (uint16_t)(q->size - 1), .rand = b->rand,
@@ -104,11 +104,11 @@ static __attribute__((noinline, hot)) bool run(const struct bench *b)
     for (;;) {
         if (r.aidx != q->avail_idx) {
             q->avail_idx = r.aidx;
-            virtq_kick(&vblk);
+            virtq_kick(q);
         }
         if (completed == r.ops)
             return true;
-        if (virtq_used_idx(q) == seen && !virtio_wait(&vblk, false, 0)) {
+        if (virtq_used_idx(q) == seen && !virtio_wait(&vblk, q, false, 0)) {
             kprintf("blkbench: FAILED timeout after %lu of %lu ops\n", completed, r.ops);
             return false;
         }
@@ -160,7 +160,7 @@ COLD bool blkbench_run(void)
         b.bytes = (b.ops = RAND_OPS) * b.bs;
     else
         b.bytes = (b.ops = b.blocks * b.bs < SEQ_CAP ? b.blocks : SEQ_CAP / b.bs) * b.bs;
-    if (b.qd * 4 > vblk.q.size)
+    if (b.qd * 4 > vblk.q[0].size)
         return fail("qd needs more descriptors than the queue has");
     uint8_t *area = ram_after_image(b.qd * b.bs);
     if (!area)
@@ -180,7 +180,7 @@ COLD bool blkbench_run(void)
         hdrs[s].reserved = 0;
         uint64_t addr[3] = { (uintptr_t)&hdrs[s], (uintptr_t)(area + s * b.bs), (uintptr_t)&hdrs[s].status };
         uint32_t len[3] = { 16, (uint32_t)b.bs, 1 };
-        virtq_chain(&vblk.q, 4 * s, 3, addr, len, b.write ? 4 : 6);
+        virtq_chain(&vblk.q[0], 4 * s, 3, addr, len, b.write ? 4 : 6);
     }
 
     const char *src;
