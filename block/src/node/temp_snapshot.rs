@@ -33,7 +33,7 @@ pub enum TempSnapshotError {
     /// No file could be created in the temporary directory.
     #[error("Could not open temporary file '{}': {}", .path.display(), errno::strerror(*.errno))]
     TempFile {
-        /// The name template (`DIR/vl.XXXXXX`).
+        /// The last name tried (`DIR/vl.` and six random characters), as QEMU reports it.
         path: PathBuf,
         /// What the host said.
         errno: i32,
@@ -77,12 +77,8 @@ fn random_suffix(attempt: u32) -> String {
 /// Creates a new, empty file `vl.XXXXXX` in `dir`, readable and writable by its owner only
 /// (`mkstemp`); returns its name and an open handle on it.
 fn create_temp_file(dir: &Path) -> Result<(PathBuf, File), TempSnapshotError> {
-    let failed = |e: &io::Error| TempSnapshotError::TempFile {
-        path: dir.join("vl.XXXXXX"),
-        errno: errno::of_io(e),
-    };
-    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
-    for attempt in 0..NAME_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
         let path = dir.join(format!("vl.{}", random_suffix(attempt)));
         match fs::OpenOptions::new()
             .read(true)
@@ -92,11 +88,17 @@ fn create_temp_file(dir: &Path) -> Result<(PathBuf, File), TempSnapshotError> {
             .open(&path)
         {
             Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
-            Err(e) => return Err(failed(&e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < NAME_ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(TempSnapshotError::TempFile {
+                    path,
+                    errno: errno::of_io(&e),
+                })
+            }
         }
     }
-    Err(failed(&last))
 }
 
 impl BlockGraph {
@@ -179,13 +181,14 @@ mod tests {
         let mode = fs::metadata(&a).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(&dir).unwrap();
-        let err = create_temp_file(&dir).unwrap_err();
+        let err = create_temp_file(&dir).unwrap_err().to_string();
+        let prefix = format!("Could not open temporary file '{}/vl.", dir.display());
+        let rest = err.strip_prefix(&prefix).unwrap_or_else(|| panic!("{err}"));
         assert_eq!(
-            err.to_string(),
-            format!(
-                "Could not open temporary file '{}/vl.XXXXXX': No such file or directory",
-                dir.display()
-            )
+            rest.len(),
+            6 + "': No such file or directory".len(),
+            "{err}"
         );
+        assert!(rest.ends_with("': No such file or directory"), "{err}");
     }
 }
