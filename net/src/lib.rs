@@ -9,8 +9,11 @@ use std::io::IoSlice;
 use std::os::fd::RawFd;
 
 mod errno;
+mod passed_fd;
+pub mod socket;
 pub mod tap;
 
+pub use socket::{SocketBackend, SocketError, SocketOptions};
 pub use tap::{TapBackend, TapError, TapOptions};
 
 /// Length of the header virtio-net puts before every frame

@@ -10,11 +10,11 @@ mod script;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::raw::c_int;
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::{errno, NetBackend, NetError, Offloads, VNET_HDR_LEN};
+use crate::{errno, passed_fd, NetBackend, NetError, Offloads, VNET_HDR_LEN};
 
 pub use script::{ScriptError, DEFAULT_DOWNSCRIPT, DEFAULT_SCRIPT};
 
@@ -153,14 +153,11 @@ impl TapBackend {
         {
             return Err(TapError::FdWithOtherOptions);
         }
-        set_nonblocking(fd).map_err(|source| TapError::BadFd {
+        let file = File::from(passed_fd::adopt(fd).map_err(|source| TapError::BadFd {
             id: opts.id.clone(),
             fd,
             source,
-        })?;
-        // SAFETY: fcntl() just succeeded on `fd`, so it is open, and the caller hands it
-        // over to the backend (documented on `TapOptions::fd`).
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        })?);
         let (ifname, flags) =
             ioctl::get_iff(&file).map_err(|source| TapError::NotTunTap { fd, source })?;
         if flags & ioctl::IFF_TAP == 0 || flags & ioctl::IFF_NO_PI == 0 {
@@ -259,22 +256,6 @@ impl TapBackend {
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
-}
-
-/// Makes `fd` non-blocking, as QEMU does first with an `fd=` descriptor.
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: F_GETFL reads the descriptor's status flags and touches no memory; a number
-    // that is not an open descriptor only makes it fail with EBADF.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(errno::last());
-    }
-    // SAFETY: F_SETFL changes the status flags of the descriptor just found open.
-    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    if ret < 0 {
-        return Err(errno::last());
-    }
-    Ok(())
 }
 
 /// Sets the tap's offloads as QEMU's `tap_fd_set_offload` does: everything hangs on

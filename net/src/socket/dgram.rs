@@ -1,0 +1,93 @@
+//! Datagram sockets of `-netdev socket` (`udp=`, `mcast=`, and `fd=` of a datagram
+//! socket): one frame per datagram, no framing, and the socket itself as `rx_fd`.
+
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{SockAddr, Socket};
+
+use crate::NetError;
+
+/// A datagram socket backend.
+#[derive(Debug)]
+pub struct DgramSocket {
+    sock: Socket,
+    /// Where frames go: the `udp=` peer or the `mcast=` group; `None` sends on a
+    /// connected `fd=` socket.
+    dest: Option<SockAddr>,
+    info: String,
+}
+
+/// Errors that say the socket itself is unusable, not that one datagram failed.
+fn is_fatal(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT)
+    )
+}
+
+impl DgramSocket {
+    /// Wraps a bound, non-blocking datagram socket.
+    pub fn new(sock: Socket, dest: Option<SockAddr>, info: String) -> Self {
+        DgramSocket { sock, dest, info }
+    }
+
+    /// Sends one frame as one datagram; a datagram the socket refuses is lost.
+    pub fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
+        let sent = loop {
+            let sent = match &self.dest {
+                Some(dest) => {
+                    self.sock
+                        .send_to_vectored_with_flags(frame, dest, libc::MSG_NOSIGNAL)
+                }
+                None => self
+                    .sock
+                    .send_vectored_with_flags(frame, libc::MSG_NOSIGNAL),
+            };
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if is_fatal(&e) => Err(NetError::Io {
+                op: "socket send",
+                source: e,
+            }),
+            Err(e) => {
+                log::trace!("socket: datagram dropped: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Receives one datagram; empty ones carry no frame and are skipped, and errors an
+    /// earlier datagram left behind (ICMP port unreachable) are passed over.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
+        loop {
+            match (&self.sock).read(buf) {
+                Ok(0) => continue,
+                Ok(len) => return Ok(Some(len)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if is_fatal(&e) => {
+                    return Err(NetError::Io {
+                        op: "socket recv",
+                        source: e,
+                    })
+                }
+                Err(e) => log::trace!("socket: recv: {e}"),
+            }
+        }
+    }
+
+    /// The socket.
+    pub fn rx_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// QEMU's text for the socket.
+    pub fn info(&self) -> &str {
+        &self.info
+    }
+}
