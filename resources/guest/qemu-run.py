@@ -2,7 +2,8 @@
 """Run QEMU with the test guest, timestamp its serial lines, drive QMP.
 
     qemu-run.py --out FILE [--machine microvm|q35 --append CMDLINE] [--qmp SOCK]
-                [--step STEP]... [--span START END] [--timeout S] -- QEMU ARGS...
+                [--qmp-log FILE] [--step STEP]... [--span START END] [--timeout S]
+                -- QEMU ARGS...
 
 With --machine the command starts with the guest's usual QEMU line (KVM,
 256 MiB, serial on stdio, no reboot, the guest ELF from build-guest.sh,
@@ -16,6 +17,11 @@ Steps run in order while QEMU runs:
     qmp:JSON        send one QMP command (QEMU needs -qmp unix:SOCK,server=on,wait=off
                     with SOCK given by --qmp); waits for its reply
     status:STATE    query-status until it reports STATE (e.g. paused, running)
+    exec:COMMAND    run a shell command (e.g. a host TCP client); fails unless it exits 0
+
+--qmp-log FILE appends every QMP reply and event the steps read to FILE, one
+JSON object per line (events are read while a later command waits for its
+reply: QEMU with -S and a first step qmp:{"execute":"cont"} sees them all).
 
 --span START END prints `host_us=<n>` on stdout: host microseconds between
 the first line matching START and the first later line matching END (the
@@ -31,6 +37,15 @@ import subprocess
 import sys
 import threading
 import time
+
+
+QMP_LOG = None
+
+
+def qmp_log(msg):
+    if QMP_LOG:
+        with open(QMP_LOG, "a") as f:
+            f.write(json.dumps(msg) + "\n")
 
 
 def qmp_connect(path, deadline):
@@ -57,6 +72,7 @@ def qmp_send(f, cmd):
         if not line:
             raise OSError("QMP closed")
         msg = json.loads(line)
+        qmp_log(msg)
         if "return" in msg or "error" in msg:
             if "error" in msg:
                 raise OSError("QMP error: %s" % msg["error"])
@@ -89,8 +105,11 @@ def main():
     ap.add_argument("--step", action="append", default=[])
     ap.add_argument("--span", nargs=2)
     ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--qmp-log")
     ap.add_argument("qemu", nargs=argparse.REMAINDER)
     a = ap.parse_args()
+    global QMP_LOG
+    QMP_LOG = a.qmp_log
     cmd = a.qemu[1:] if a.qemu and a.qemu[0] == "--" else a.qemu
     if a.machine:
         if a.qmp and os.path.exists(a.qmp):
@@ -154,6 +173,10 @@ def main():
                         if time.monotonic() > deadline:
                             raise OSError("VM never %s" % arg)
                         time.sleep(0.05)
+                elif kind == "exec":
+                    rc = subprocess.run(arg, shell=True, stdin=subprocess.DEVNULL).returncode
+                    if rc:
+                        raise OSError("exit status %d from %s" % (rc, arg))
                 else:
                     raise OSError("unknown step " + step)
         except (OSError, ValueError) as e:
