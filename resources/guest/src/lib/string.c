@@ -1,10 +1,14 @@
 /* Minimal string/memory helpers (the compiler may emit calls to these). */
 #include "petrel.h"
 
+/* The bulk with `rep movsq`, like memset (frames copied under KVM-PVM's
+ * emulator: about 8 times fewer iterations). */
 void *memcpy(void *d, const void *s, size_t n)
 {
     void *ret = d;
-    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+    size_t words = n / 8, rest = n % 8;
+    __asm__ volatile("rep movsq" : "+D"(d), "+S"(s), "+c"(words) : : "memory");
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(rest) : : "memory");
     return ret;
 }
 
