@@ -15,6 +15,10 @@ command -v iasl >/dev/null || need_apt+=(acpica-tools)
 # Debian's qemu-system-x86 7.2, and cpio to pack initramfs images (the kernel and
 # busybox-static are fetched by resources/nested/build.sh with apt-get download).
 command -v cpio >/dev/null || need_apt+=(cpio)
+# The user netdev (net/, libslirp-sys) links Debian's libslirp, found through pkg-config
+# (slirp.pc requires glib).
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists slirp glib-2.0 2>/dev/null || need_apt+=(libslirp-dev libglib2.0-dev)
 need_qemu=0
 command -v qemu-system-x86_64 >/dev/null || need_qemu=1
 if [ ${#need_apt[@]} -gt 0 ] || [ $need_qemu -eq 1 ]; then

@@ -12,9 +12,11 @@ mod errno;
 mod passed_fd;
 pub mod socket;
 pub mod tap;
+pub mod user;
 
 pub use socket::{SocketBackend, SocketError, SocketOptions};
 pub use tap::{TapBackend, TapError, TapOptions};
+pub use user::{UserBackend, UserControl, UserError, UserOptions};
 
 /// Length of the header virtio-net puts before every frame
 /// (`struct virtio_net_hdr_v1`, also what tap's `IFF_VNET_HDR` uses with
