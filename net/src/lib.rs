@@ -4,6 +4,12 @@
 //! moves whole Ethernet frames through it from its I/O thread. Each backend
 //! exposes a file descriptor that becomes readable when a frame may be
 //! waiting, so the NIC can wait on it together with its queue kicks.
+//!
+//! The backends, each opened from options that mirror QEMU's `-netdev`
+//! keys: [`TapBackend::open`] ([`TapOptions`]), [`SocketBackend::open`]
+//! ([`SocketOptions`]) and [`UserBackend::open`] ([`UserOptions`]). Their
+//! errors ([`TapError`], [`SocketError`], [`UserError`]) read as QEMU 7.2's
+//! messages and convert into [`NetError::Config`].
 
 use std::io::IoSlice;
 use std::os::fd::RawFd;
@@ -92,8 +98,9 @@ pub trait NetBackend: Send {
     /// return a frame (level-triggered).
     fn rx_fd(&self) -> RawFd;
 
-    /// The backend's description for HMP `info network`, as QEMU words it
-    /// (e.g. `ifname=tap0,script=no,downscript=no`, `listening on
-    /// 127.0.0.1:5555`, `net=10.0.2.0,restrict=off`).
+    /// The backend's description for HMP `info network`, as QEMU 7.2 words it
+    /// (e.g. `ifname=tap0,script=no,downscript=no`, `socket: connection from
+    /// 127.0.0.1:40000`, `net=10.0.2.0,restrict=off`). It can change over the
+    /// backend's life: a `listen=` socket has none until a peer connects.
     fn info(&self) -> String;
 }
