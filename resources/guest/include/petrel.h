@@ -281,6 +281,13 @@ bool blkresize_run(void);
 /* ---- memfill.c ---- */
 NORETURN void memfill_run(void);  /* ticks until the VMM ends the guest */
 
+/* ---- net_scenarios.c, net_blast.c (see net.h for the driver and the stack) ---- */
+bool netping_run(void);
+bool netlink_run(void);
+bool netrx_run(void);
+bool netdhcp_run(void);
+bool netblast_run(void);
+
 /* ---- timer.c ---- */
 void timer_init(void);
 void timer_start_us(uint64_t us);   /* one-shot, polled (see timer.c) */

@@ -1,5 +1,5 @@
 /* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend, blk,
- * blkbench, blkresize, memfill. */
+ * blkbench, blkresize, memfill, netping, netlink, netrx, netdhcp, netblast. */
 #include "petrel.h"
 
 #define CMOS_BOOT_COUNT 0x7e
@@ -81,8 +81,16 @@ bool scenario_run(const char *name)
     bool is_blkbench = !memcmp(name, "blkbench", 9);
     bool is_blkresize = !memcmp(name, "blkresize", 10);
     bool is_memfill = !memcmp(name, "memfill", 8);
+    static const struct { const char *name; bool (*run)(void); } net_scenarios[] = {
+        { "netping", netping_run }, { "netlink", netlink_run }, { "netrx", netrx_run },
+        { "netdhcp", netdhcp_run }, { "netblast", netblast_run },
+    };
+    bool (*net_run)(void) = NULL;
+    for (unsigned i = 0; i < ARRAY_LEN(net_scenarios); i++)
+        if (!memcmp(name, net_scenarios[i].name, strlen(net_scenarios[i].name) + 1))
+            net_run = net_scenarios[i].run;
     if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend && !is_blk &&
-        !is_blkbench && !is_blkresize && !is_memfill)
+        !is_blkbench && !is_blkresize && !is_memfill && !net_run)
         panic("unknown petrel.test=%s", name);
 
     int count = boot_count_bump();
@@ -107,5 +115,7 @@ bool scenario_run(const char *name)
         return blkresize_run();
     if (is_memfill)
         memfill_run();
+    if (net_run)
+        return net_run();
     return true;
 }
