@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod interrupt;
+pub mod net;
 pub mod pci;
 
 use std::sync::Arc;
