@@ -1,0 +1,254 @@
+//! The I/O thread: waits on the queues' notify eventfds, the backend's
+//! receive descriptor, the control handle's wake-up and the stop eventfd,
+//! and moves frames.
+//!
+//! The backend's descriptor is watched only while a frame can go
+//! somewhere: when the guest has posted no room for the frame in hand, the
+//! thread stops watching it, keeps that one frame, and asks the driver to
+//! notify the receive queue; the kick brings the watch back. Frames are
+//! not read ahead of the guest's buffers beyond that one.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::error;
+use petrel_net::NetBackend;
+use virtio_queue::QueueT;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::control::Shared;
+use super::rx::Rx;
+use super::tx::Tx;
+use crate::sync::lock;
+use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt};
+
+mod queues;
+mod receive;
+
+const T_RX: u64 = 0;
+const T_TX: u64 = 1;
+const T_CTRL: u64 = 2;
+const T_BACKEND: u64 = 3;
+const T_WAKE: u64 = 4;
+const T_STOP: u64 = 5;
+
+/// Frames received in one go before the other sources get a turn.
+const RX_BUDGET: usize = 256;
+/// Frames sent in one go before the other sources get a turn (QEMU's
+/// `x-txburst`).
+const TX_BUDGET: usize = 256;
+/// How long the backend is left alone after it failed to receive.
+const RX_RETRY: Duration = Duration::from_millis(100);
+
+/// What the I/O thread works with besides the queues.
+pub(super) struct Context {
+    pub(super) mem: GuestMemory,
+    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
+    pub(super) shared: Arc<Shared>,
+    /// Signalled to end the thread.
+    pub(super) stop: EventFd,
+    /// The driver accepted `VIRTIO_NET_F_MRG_RXBUF`.
+    pub(super) mrg_rxbuf: bool,
+}
+
+/// The queues the driver enabled.
+pub(super) struct Queues {
+    pub(super) rx: ActivatedQueue,
+    pub(super) tx: ActivatedQueue,
+    /// Present when the driver accepted `VIRTIO_NET_F_CTRL_VQ` and enabled it.
+    pub(super) ctrl: Option<ActivatedQueue>,
+}
+
+/// The I/O thread's body: returns when `ctx.stop` is signalled, handing
+/// the backend back to the device.
+pub(super) fn run(ctx: Context, queues: Queues) {
+    let epoll = match setup_epoll(&ctx, &queues) {
+        Ok(epoll) => epoll,
+        Err(e) => {
+            error!("virtio-net {}: cannot set up epoll: {e}", ctx.shared.name);
+            return;
+        }
+    };
+    let backend = {
+        let mut slot = lock(&ctx.shared.backend);
+        slot.running = true;
+        slot.idle.take()
+    };
+    let mut worker = Worker {
+        rx: Rx::new(queues.rx, ctx.mrg_rxbuf),
+        tx_q: queues.tx,
+        tx: Tx::new(),
+        ctrl: queues.ctrl,
+        mem: ctx.mem,
+        interrupt: ctx.interrupt,
+        shared: ctx.shared,
+        epoll,
+        backend,
+        rx_fd: None,
+        rx_blocked: false,
+        rx_retry: None,
+        tx_more: false,
+        tx_warned: false,
+    };
+    worker.serve();
+    worker.finish();
+}
+
+fn setup_epoll(ctx: &Context, queues: &Queues) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    let watch = |fd: RawFd, token: u64| {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )
+    };
+    watch(queues.rx.notify.as_raw_fd(), T_RX)?;
+    watch(queues.tx.notify.as_raw_fd(), T_TX)?;
+    if let Some(ctrl) = &queues.ctrl {
+        watch(ctrl.notify.as_raw_fd(), T_CTRL)?;
+    }
+    watch(ctx.shared.wake.as_raw_fd(), T_WAKE)?;
+    watch(ctx.stop.as_raw_fd(), T_STOP)?;
+    Ok(epoll)
+}
+
+struct Worker {
+    mem: GuestMemory,
+    interrupt: Arc<dyn VirtioInterrupt>,
+    shared: Arc<Shared>,
+    epoll: Epoll,
+    rx: Rx,
+    tx_q: ActivatedQueue,
+    tx: Tx,
+    ctrl: Option<ActivatedQueue>,
+    backend: Option<Box<dyn NetBackend>>,
+    /// The backend descriptor being watched.
+    rx_fd: Option<RawFd>,
+    /// Waiting for the guest to post room for the pending frame.
+    rx_blocked: bool,
+    /// After a receive error: when to watch the backend again.
+    rx_retry: Option<Instant>,
+    /// Transmit work left over from the last round.
+    tx_more: bool,
+    /// A transmit failure was logged at warning level already.
+    tx_warned: bool,
+}
+
+impl Worker {
+    fn serve(&mut self) {
+        let mem = self.mem.clone();
+        if let Err(e) = self.rx.q.queue.disable_notification(mem.as_ref()) {
+            error!("virtio-net {}: receive queue: {e}", self.shared.name);
+        }
+        self.update_rx_watch();
+        // Serve whatever the driver queued before the thread started.
+        self.process_ctrl();
+        self.tx_more = self.process_tx();
+        self.receive();
+        let mut events = vec![EpollEvent::default(); 6];
+        loop {
+            let timeout = self.timeout();
+            let n = match self.epoll.wait(timeout, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!("virtio-net {}: epoll_wait failed: {e}", self.shared.name);
+                    return;
+                }
+            };
+            for event in &events[..n] {
+                match event.data() {
+                    T_STOP => return,
+                    T_WAKE => self.control_request(),
+                    T_RX => {
+                        let _ = self.rx.q.notify.read();
+                        if self.rx_blocked {
+                            self.receive();
+                        }
+                    }
+                    T_TX => {
+                        let _ = self.tx_q.notify.read();
+                        self.tx_more = self.process_tx();
+                    }
+                    T_CTRL => {
+                        if let Some(q) = &self.ctrl {
+                            let _ = q.notify.read();
+                        }
+                        self.process_ctrl();
+                    }
+                    T_BACKEND => self.receive(),
+                    _ => {}
+                }
+            }
+            if self.tx_more {
+                self.tx_more = self.process_tx();
+            }
+            if self.rx_retry.is_some_and(|at| Instant::now() >= at) {
+                self.rx_retry = None;
+                self.update_rx_watch();
+            }
+        }
+    }
+
+    /// How long epoll may wait, in milliseconds (-1: until an event).
+    fn timeout(&self) -> i32 {
+        if self.tx_more {
+            return 0;
+        }
+        match self.rx_retry {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
+            }
+            None => -1,
+        }
+    }
+    /// The control handle changed the link or the backend.
+    fn control_request(&mut self) {
+        let _ = self.shared.wake.read();
+        let replacement = lock(&self.shared.backend).replacement.take();
+        if let Some(backend) = replacement {
+            self.swap_backend(backend);
+        }
+        // With the link down, what the guest queued and the frame in hand
+        // are dropped; with it up again, frames flow.
+        self.tx_more = self.process_tx();
+        self.receive();
+    }
+
+    fn swap_backend(&mut self, backend: Option<Box<dyn NetBackend>>) {
+        self.rx_retry = None;
+        // Stop watching the old descriptor before it closes.
+        let old = self.backend.take();
+        self.update_rx_watch();
+        drop(old);
+        self.backend = backend;
+        if let Some(b) = self.backend.as_mut() {
+            self.shared.apply_offloads(b.as_mut());
+        }
+        self.update_rx_watch();
+    }
+
+    /// Hands the backend back to the device (or the replacement that came
+    /// too late for this thread).
+    fn finish(mut self) {
+        if let Some(fd) = self.rx_fd.take() {
+            let _ = self
+                .epoll
+                .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+        }
+        let mut slot = lock(&self.shared.backend);
+        slot.running = false;
+        let mut backend = match slot.replacement.take() {
+            Some(replacement) => replacement,
+            None => self.backend.take(),
+        };
+        if let Some(b) = backend.as_mut() {
+            self.shared.apply_offloads(b.as_mut());
+        }
+        slot.idle = backend;
+    }
+}

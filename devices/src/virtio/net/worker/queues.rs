@@ -1,0 +1,180 @@
+//! The transmit and control queues.
+
+use log::{debug, error, warn};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::{Worker, TX_BUDGET};
+use crate::virtio::net::control::Shared;
+use crate::virtio::net::ctrl::{self, Effects};
+use crate::virtio::{ActivatedQueue, VirtioInterrupt, VirtioInterruptType};
+
+impl Worker {
+    /// Sends (or, without a backend or link, drops) what the driver
+    /// queued for transmission; true if the budget ran out first.
+    pub(super) fn process_tx(&mut self) -> bool {
+        let mem = self.mem.clone();
+        let mem = mem.as_ref();
+        let mut count = 0;
+        loop {
+            if let Err(e) = self.tx_q.queue.disable_notification(mem) {
+                error!("virtio-net {}: transmit queue: {e}", self.shared.name);
+                return false;
+            }
+            let mut used_any = false;
+            while let Some(chain) = self.tx_q.queue.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                self.transmit(mem, chain);
+                if let Err(e) = self.tx_q.queue.add_used(mem, head, 0) {
+                    error!(
+                        "virtio-net {}: transmit queue: add_used: {e}",
+                        self.shared.name
+                    );
+                }
+                used_any = true;
+                count += 1;
+                if count >= TX_BUDGET {
+                    signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
+                    return true;
+                }
+            }
+            if used_any {
+                signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
+            }
+            match self.tx_q.queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => return false,
+                Err(e) => {
+                    error!("virtio-net {}: transmit queue: {e}", self.shared.name);
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn transmit(
+        &mut self,
+        mem: &GuestMemoryMmap<()>,
+        chain: DescriptorChain<&GuestMemoryMmap<()>>,
+    ) {
+        let stats = &self.shared.stats;
+        let backend = match self.backend.as_mut() {
+            Some(b) if self.shared.link_up() => b,
+            _ => {
+                stats.tx_drop();
+                return;
+            }
+        };
+        match self.tx.transmit(mem, chain, backend.as_mut()) {
+            Ok(len) => stats.tx(len),
+            Err(e) => {
+                stats.tx_drop();
+                if self.tx_warned {
+                    debug!("virtio-net {}: frame dropped: {e}", self.shared.name);
+                } else {
+                    warn!("virtio-net {}: frame dropped: {e}", self.shared.name);
+                    self.tx_warned = true;
+                }
+            }
+        }
+    }
+
+    /// Answers the control queue's commands.
+    pub(super) fn process_ctrl(&mut self) {
+        let mem = self.mem.clone();
+        let mem = mem.as_ref();
+        let Some(q) = self.ctrl.as_mut() else {
+            return;
+        };
+        loop {
+            if let Err(e) = q.queue.disable_notification(mem) {
+                error!("virtio-net {}: control queue: {e}", self.shared.name);
+                return;
+            }
+            let mut used_any = false;
+            while let Some(chain) = q.queue.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                let (written, effects) = command(&self.shared, mem, chain);
+                if let Err(e) = q.queue.add_used(mem, head, written) {
+                    error!(
+                        "virtio-net {}: control queue: add_used: {e}",
+                        self.shared.name
+                    );
+                }
+                used_any = true;
+                if effects.offloads_changed {
+                    if let Some(b) = self.backend.as_mut() {
+                        self.shared.apply_offloads(b.as_mut());
+                    }
+                }
+                if effects.filter_changed {
+                    self.shared.filter_changed();
+                }
+            }
+            if used_any {
+                signal_used(mem, self.interrupt.as_ref(), q);
+            }
+            match q.queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(e) => {
+                    error!("virtio-net {}: control queue: {e}", self.shared.name);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Interrupts the driver for `q`'s new used entries unless it suppressed
+/// that.
+fn signal_used(mem: &GuestMemoryMmap<()>, interrupt: &dyn VirtioInterrupt, q: &mut ActivatedQueue) {
+    if q.queue.needs_notification(mem).unwrap_or(true) {
+        trigger(interrupt, q.index);
+    }
+}
+
+pub(super) fn trigger(interrupt: &dyn VirtioInterrupt, index: usize) {
+    if let Err(e) = interrupt.trigger(VirtioInterruptType::Queue(index as u16)) {
+        error!("virtio-net: queue {index}: interrupt failed: {e}");
+    }
+}
+
+/// Executes one control command chain; returns the bytes written to it and
+/// what the command changed.
+fn command(
+    shared: &Shared,
+    mem: &GuestMemoryMmap<()>,
+    chain: DescriptorChain<&GuestMemoryMmap<()>>,
+) -> (u32, Effects) {
+    let parts = chain
+        .clone()
+        .reader(mem)
+        .and_then(|r| chain.writer(mem).map(|w| (r, w)));
+    let (mut reader, mut writer) = match parts {
+        Ok(parts) => parts,
+        Err(e) => {
+            warn!("virtio-net {}: unusable control command: {e}", shared.name);
+            return (0, Effects::default());
+        }
+    };
+    let mut hdr = [0u8; 2];
+    if writer.available_bytes() < 1 || std::io::Read::read_exact(&mut reader, &mut hdr).is_err() {
+        warn!(
+            "virtio-net {}: control command missing headers",
+            shared.name
+        );
+        return (0, Effects::default());
+    }
+    let (ack, effects) = ctrl::execute(shared, hdr[0], hdr[1], &mut reader);
+    match std::io::Write::write_all(&mut writer, &[ack]) {
+        Ok(()) => (1, effects),
+        Err(e) => {
+            warn!(
+                "virtio-net {}: cannot answer a control command: {e}",
+                shared.name
+            );
+            (0, effects)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The receive side of the I/O thread: when to read the backend, and
+//! moving frames to the guest.
+
+use std::time::Instant;
+
+use log::{error, warn};
+use virtio_queue::QueueT;
+use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
+
+use super::queues::trigger;
+use super::{Worker, RX_BUDGET, RX_RETRY, T_BACKEND};
+use crate::sync::lock;
+use crate::virtio::net::rx::Delivery;
+use crate::virtio::net::used;
+
+impl Worker {
+    /// Watches the backend's descriptor exactly when a frame read from it
+    /// can go somewhere.
+    pub(super) fn update_rx_watch(&mut self) {
+        let want = match &self.backend {
+            Some(b) if !self.rx_blocked && self.rx_retry.is_none() => Some(b.rx_fd()),
+            _ => None,
+        };
+        if want == self.rx_fd {
+            return;
+        }
+        if let Some(fd) = self.rx_fd.take() {
+            if let Err(e) = self
+                .epoll
+                .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+            {
+                error!(
+                    "virtio-net {}: cannot stop watching the backend: {e}",
+                    self.shared.name
+                );
+            }
+        }
+        if let Some(fd) = want {
+            let event = EpollEvent::new(EventSet::IN, T_BACKEND);
+            match self.epoll.ctl(ControlOperation::Add, fd, event) {
+                Ok(()) => self.rx_fd = Some(fd),
+                Err(e) => error!(
+                    "virtio-net {}: cannot watch the backend: {e}",
+                    self.shared.name
+                ),
+            }
+        }
+    }
+
+    /// Stops reading the backend until the guest posts receive buffers,
+    /// and asks it to say when it does.
+    pub(super) fn block_rx(&mut self) {
+        self.rx_blocked = true;
+        self.update_rx_watch();
+        if let Err(e) = used::enable_notification(&mut self.rx.q.queue, self.mem.as_ref()) {
+            error!("virtio-net {}: receive queue: {e}", self.shared.name);
+        }
+    }
+
+    /// Reads the backend again.
+    pub(super) fn unblock_rx(&mut self) {
+        self.rx_blocked = false;
+        if let Err(e) = self.rx.q.queue.disable_notification(self.mem.as_ref()) {
+            error!("virtio-net {}: receive queue: {e}", self.shared.name);
+        }
+        self.update_rx_watch();
+    }
+
+    /// Moves frames from the backend to the guest until the backend has
+    /// none, the guest has no room, or the budget is spent.
+    pub(super) fn receive(&mut self) {
+        let mem = self.mem.clone();
+        let shared = self.shared.clone();
+        let stats = &shared.stats;
+        let mut delivered = false;
+        let mut rechecked = false;
+        for _ in 0..RX_BUDGET {
+            if !self.rx.has_pending() {
+                let Some(backend) = self.backend.as_mut() else {
+                    break;
+                };
+                match self.rx.fetch(backend.as_mut()) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        warn!("virtio-net {}: receive failed: {e}", self.shared.name);
+                        self.rx_retry = Some(Instant::now() + RX_RETRY);
+                        self.update_rx_watch();
+                        break;
+                    }
+                }
+                if !self.rx.has_pending() {
+                    stats.rx_drop();
+                    continue;
+                }
+                if !lock(&self.shared.filter).accepts(self.rx.frame()) {
+                    self.rx.drop_pending();
+                    stats.rx_drop();
+                    continue;
+                }
+            }
+            if !self.shared.link_up() {
+                // With the link down frames go nowhere, the one in hand too.
+                self.rx.drop_pending();
+                stats.rx_drop();
+                if self.rx_blocked {
+                    self.unblock_rx();
+                }
+                continue;
+            }
+            let len = self.rx.frame().len();
+            match self.rx.deliver(mem.as_ref()) {
+                Delivery::Delivered => {
+                    stats.rx(len);
+                    delivered = true;
+                }
+                Delivery::Dropped => stats.rx_drop(),
+                Delivery::NoBuffers => {
+                    if rechecked {
+                        break;
+                    }
+                    // Look once more once the driver is sure to kick.
+                    self.block_rx();
+                    rechecked = true;
+                    continue;
+                }
+            }
+            if self.rx_blocked {
+                self.unblock_rx();
+            }
+        }
+        if delivered && self.rx.needs_interrupt(mem.as_ref()) {
+            trigger(self.interrupt.as_ref(), self.rx.q.index);
+        }
+    }
+}
