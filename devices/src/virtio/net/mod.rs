@@ -28,6 +28,9 @@ mod tx;
 mod used;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
