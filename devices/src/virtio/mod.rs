@@ -8,6 +8,7 @@
 //! over on `DRIVER_OK` together with a [`VirtioInterrupt`] to signal the
 //! driver.
 
+pub mod balloon;
 pub mod block;
 pub mod interrupt;
 pub mod net;
@@ -128,6 +129,8 @@ pub fn pci_class(device_type: u32) -> (u8, u8, u8) {
         TYPE_NET => (0x02, 0x00, 0x00),
         TYPE_BLOCK | TYPE_SCSI => (0x01, 0x00, 0x00),
         TYPE_CONSOLE => (0x07, 0x80, 0x00),
+        // QEMU's PCI_CLASS_OTHERS as a 16-bit class: class 0, subclass 0xff.
+        TYPE_BALLOON => (0x00, 0xff, 0x00),
         // Other (unclassified) device.
         _ => (0xff, 0x00, 0x00),
     }
