@@ -15,8 +15,7 @@ use petrel_block::{info, BlockBackend, BlockGraph, BlockNode, ImageFormat, OpenO
 fn tmpdir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("petrel-block-tmpdir");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("petrel-block-tmpdir");
         std::fs::create_dir_all(&dir).unwrap();
         std::env::set_var("TMPDIR", &dir);
         dir

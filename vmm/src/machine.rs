@@ -26,6 +26,8 @@ use crate::event_loop::serial_input::SerialInput;
 use crate::event_loop::signals::SignalFd;
 use crate::event_loop::{ActionSlot, LoopAction};
 use crate::frontend::{self, Frontend};
+use crate::netdev::attach::{build_nics, NicAttachError, NicEnv};
+use crate::netdev::NetLayer;
 use crate::process::{self, PidFile, ProcessError};
 use crate::vm::devices::{DeviceError, DeviceManager};
 use crate::vm::vcpu::{self, RunState, VcpuError, VcpuEvents, VcpuRequest};
@@ -69,6 +71,9 @@ pub enum MachineError {
     /// Device construction.
     #[error(transparent)]
     Devices(#[from] DeviceError),
+    /// A netdev or NIC could not be created.
+    #[error(transparent)]
+    Nic(#[from] NicAttachError),
     /// VM construction or boot.
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -222,9 +227,25 @@ fn setup_and_run(
             }),
         );
         build_disks(cfg, &mut block, &mut devices, &mem)?;
-        Ok::<_, MachineError>((pidfile, frontend, mem, devices, block, signals))
+        let mut net = NetLayer::default();
+        let anonymous_before = block
+            .disks()
+            .iter()
+            .filter(|d| d.device.as_ref().is_some_and(|dev| dev.id.is_none()))
+            .count();
+        build_nics(
+            cfg,
+            &mut net,
+            NicEnv {
+                devices: &mut devices,
+                mem: &mem,
+                events: frontend.events(),
+                anonymous_before,
+            },
+        )?;
+        Ok::<_, MachineError>((pidfile, frontend, mem, devices, block, net, signals))
     })();
-    let (_pidfile, frontend, mem, mut devices, block, signals) = match prepared {
+    let (_pidfile, frontend, mem, mut devices, block, net, signals) = match prepared {
         Ok(p) => p,
         Err(e) => return Err(fail(e, notifier)),
     };
@@ -276,6 +297,7 @@ fn setup_and_run(
         mem,
         devices,
         block,
+        net,
         run_state,
         vcpu_events,
         vm: Some(vm),
@@ -320,6 +342,7 @@ struct Machine {
     mem: Arc<GuestMemoryMmap>,
     devices: DeviceManager,
     block: BlockLayer,
+    net: NetLayer,
     run_state: Arc<RunState>,
     vcpu_events: Arc<VcpuEvents>,
     vm: Option<Vm>,
@@ -459,6 +482,12 @@ impl Machine {
                 Ok(VmmData::Empty)
             }
             VmmAction::QueryPci => Ok(VmmData::Pci(self.query_pci())),
+            VmmAction::Net(req) => match self.net.serve(*req) {
+                Ok(Some(data)) => Ok(VmmData::Net(data)),
+                Ok(None) => Ok(VmmData::Empty),
+                Err(e) if e.is_device_not_found() => Err(ApiError::DeviceNotFound(e.to_string())),
+                Err(e) => Err(ApiError::Failed(crate::error_text(&e))),
+            },
         };
         reply(result);
         Ok(None)
@@ -582,6 +611,10 @@ impl Machine {
                 .filter_map(|d| d.device.as_ref())
                 .find(|dev| dev.devfn == devfn)
                 .and_then(|dev| dev.id.clone())
+                .or_else(|| {
+                    let nics = self.net.nics();
+                    nics.iter().find(|n| n.devfn == devfn)?.id.clone()
+                })
         };
         self.devices.pci().query(&ids)
     }

@@ -8,6 +8,7 @@ mod event_loop;
 mod frontend;
 mod logger;
 mod machine;
+mod netdev;
 mod process;
 mod vm;
 

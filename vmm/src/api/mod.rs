@@ -3,6 +3,7 @@
 //! reply function, so front ends never touch VMM state directly.
 
 pub mod block;
+pub mod net;
 pub mod pci;
 
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -142,6 +143,8 @@ pub enum VmmAction {
     IoErrorStop,
     /// The PCI buses and functions.
     QueryPci,
+    /// A network operation.
+    Net(Box<net::NetRequest>),
 }
 
 /// What the VMM answers.
@@ -159,6 +162,8 @@ pub enum VmmData {
     Block(block::BlockData),
     /// `QueryPci`.
     Pci(Vec<pci::PciFunctionInfo>),
+    /// A network answer.
+    Net(net::NetData),
 }
 
 /// Why an operation failed; the message is what clients see.
@@ -209,6 +214,13 @@ pub enum VmEvent {
     },
     /// A disk request failed on the host.
     BlockIoError(petrel_devices::virtio::block::IoErrorReport),
+    /// A guest changed a NIC's receive filter (sent once until `query-rx-filter` re-arms it).
+    NicRxFilterChanged {
+        /// The NIC's device id, when it has one.
+        name: Option<String>,
+        /// The NIC's QOM path.
+        path: String,
+    },
     /// A write went past a node's write threshold.
     BlockWriteThreshold {
         /// The node.

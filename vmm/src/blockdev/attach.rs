@@ -65,8 +65,9 @@ pub fn build_disks(
     let mut wanted: Vec<VirtioBlkConfig> = cfg
         .devices
         .iter()
-        .map(|d| match d {
-            DeviceConfig::VirtioBlk(b) => b.clone(),
+        .filter_map(|d| match d {
+            DeviceConfig::VirtioBlk(b) => Some(b.clone()),
+            DeviceConfig::VirtioNet(_) => None,
         })
         .collect();
     wanted.extend(

@@ -18,6 +18,7 @@ use super::machine::MachineArgs;
 use super::memory::MemoryArgs;
 use super::monitor::{parse_mon, parse_qmp};
 use super::name::NameArgs;
+use super::netdev::{parse_netdev, parse_nic};
 use super::options::Opt;
 use super::opts::Parsed;
 use super::ports::{resolve_serials, PortInputs};
@@ -59,6 +60,9 @@ pub(crate) struct Builder {
     snapshot: bool,
     blockdevs: Vec<(Loc, serde_json::Value)>,
     devices: Vec<(Loc, DeviceConfig)>,
+    netdevs: Vec<(Loc, serde_json::Value)>,
+    /// The NICs of `-nic`, created after every `-device`.
+    nics: Vec<(Loc, DeviceConfig)>,
 }
 
 impl Builder {
@@ -146,8 +150,27 @@ impl Builder {
                 Parsed::Value(dev) => self.devices.push((loc, dev)),
                 Parsed::List(topic) => return Ok(Some(Action::List(topic))),
             },
+            Opt::Netdev => {
+                let netdev = parse_netdev(arg).map_err(at)?;
+                self.add_netdev(loc, netdev)?;
+            }
+            Opt::Nic => {
+                if let Some((netdev, nic)) = parse_nic(arg, self.nics.len()).map_err(at)? {
+                    self.add_netdev(loc.clone(), netdev)?;
+                    self.nics.push((loc, nic));
+                }
+            }
         }
         Ok(None)
+    }
+
+    fn add_netdev(&mut self, loc: Loc, netdev: serde_json::Value) -> Result<(), CliError> {
+        let id = netdev["id"].as_str().unwrap_or_default();
+        if self.netdevs.iter().any(|(_, n)| n["id"] == id) {
+            return Err(loc.err(ArgError::DuplicateNetdev(id.to_string())));
+        }
+        self.netdevs.push((loc, netdev));
+        Ok(())
     }
 
     /// Checks the options as a whole and builds the configuration.
@@ -178,7 +201,10 @@ impl Builder {
             daemonize: self.daemonize,
             monitors: &self.monitors,
         })?;
-        check_disks(&self.drives, &self.blockdevs, &self.devices)?;
+        let mut devices = self.devices;
+        devices.extend(self.nics);
+        check_disks(&self.drives, &self.blockdevs, &devices)?;
+        check_nics(&self.netdevs, &devices)?;
         let mut compat = 0;
         let monitors = self
             .monitors
@@ -243,7 +269,8 @@ impl Builder {
                 })
                 .collect(),
             blockdevs: self.blockdevs.into_iter().map(|(_, b)| b).collect(),
-            devices: self.devices.into_iter().map(|(_, d)| d).collect(),
+            devices: devices.into_iter().map(|(_, d)| d).collect(),
+            netdevs: self.netdevs.into_iter().map(|(_, n)| n).collect(),
         })
     }
 }
@@ -274,13 +301,16 @@ fn check_disks(
         .map(|(_, d)| d.id.as_str())
         .collect();
     let mut ids: Vec<&str> = Vec::new();
-    for (loc, DeviceConfig::VirtioBlk(dev)) in devices {
-        if let Some(id) = &dev.id {
-            if ids.contains(&id.as_str()) {
-                return Err(loc.err(ArgError::DuplicateDevice(id.clone())));
+    for (loc, dev) in devices {
+        if let Some(id) = dev.id() {
+            if ids.contains(&id) {
+                return Err(loc.err(ArgError::DuplicateDevice(id.to_string())));
             }
             ids.push(id);
         }
+        let DeviceConfig::VirtioBlk(dev) = dev else {
+            continue;
+        };
         let known = drives.iter().any(|(_, d)| d.id == dev.drive)
             || node_names.contains(&dev.drive.as_str());
         if !known {
@@ -290,6 +320,30 @@ fn check_disks(
             return Err(loc.err(ArgError::DriveInUse(dev.drive.clone())));
         }
         used.push(&dev.drive);
+    }
+    Ok(())
+}
+
+/// Checks that every NIC's `netdev=` names a netdev no other NIC uses.
+fn check_nics(
+    netdevs: &[(Loc, serde_json::Value)],
+    devices: &[(Loc, DeviceConfig)],
+) -> Result<(), CliError> {
+    let mut used: Vec<&str> = Vec::new();
+    for (loc, dev) in devices {
+        let DeviceConfig::VirtioNet(nic) = dev else {
+            continue;
+        };
+        let Some(netdev) = nic.netdev.as_deref() else {
+            continue;
+        };
+        if !netdevs.iter().any(|(_, n)| n["id"] == netdev) {
+            return Err(loc.err(ArgError::UnknownNetdev(netdev.to_string())));
+        }
+        if used.contains(&netdev) {
+            return Err(loc.err(ArgError::NetdevInUse(netdev.to_string())));
+        }
+        used.push(netdev);
     }
     Ok(())
 }

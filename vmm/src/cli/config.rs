@@ -93,8 +93,11 @@ pub struct Config {
     /// `-blockdev`, in command-line order, as QAPI `BlockdevOptions` JSON (checked against
     /// the schema's type when parsed).
     pub blockdevs: Vec<serde_json::Value>,
-    /// `-device`, in command-line order.
+    /// `-device`, in command-line order (with the NICs of `-nic` after them).
     pub devices: Vec<DeviceConfig>,
+    /// `-netdev` and the backends of `-nic`, in command-line order, as QAPI `Netdev` JSON
+    /// (checked against the schema's type when parsed).
+    pub netdevs: Vec<serde_json::Value>,
 }
 
 /// Which guest interface a `-drive` gets.
@@ -162,6 +165,31 @@ pub struct DriveConfig {
 pub enum DeviceConfig {
     /// `virtio-blk-pci`.
     VirtioBlk(VirtioBlkConfig),
+    /// `virtio-net-pci`.
+    VirtioNet(VirtioNetConfig),
+}
+
+impl DeviceConfig {
+    /// The device's `id=`.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            DeviceConfig::VirtioBlk(c) => c.id.as_deref(),
+            DeviceConfig::VirtioNet(c) => c.id.as_deref(),
+        }
+    }
+}
+
+/// `-device virtio-net-pci,...` (or the NIC of a `-nic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioNetConfig {
+    /// `id=`.
+    pub id: Option<String>,
+    /// `netdev=`: the backend; without one the NIC has no peer and drops what it sends.
+    pub netdev: Option<String>,
+    /// `mac=`; QEMU's default otherwise (52:54:00:12:34:56 plus the NIC's index).
+    pub mac: Option<[u8; 6]>,
+    /// `addr=`: the slot (and function 0) on bus 0.
+    pub slot: Option<u8>,
 }
 
 /// `-device virtio-blk-pci,...`.

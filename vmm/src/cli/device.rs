@@ -1,15 +1,36 @@
 //! `-device DRIVER,prop=value,...`: guest devices. petrel has `virtio-blk-pci`.
 
-use super::config::{DeviceConfig, ListTopic, VirtioBlkConfig};
+use super::config::{DeviceConfig, ListTopic, VirtioBlkConfig, VirtioNetConfig};
 use super::error::ArgError;
+use super::netdev::parse_mac;
 use super::opts::{parse_bool, parse_u32, Opts, Parsed, Syntax};
 
 /// The device models `-device help` lists: (name, bus, description).
-pub(crate) const DEVICE_MODELS: &[(&str, &str, &str)] = &[(
-    "virtio-blk-pci",
-    "PCI",
-    "virtio block device (alias virtio-blk)",
-)];
+pub(crate) const DEVICE_MODELS: &[(&str, &str, &str)] = &[
+    (
+        "virtio-blk-pci",
+        "PCI",
+        "virtio block device (alias virtio-blk)",
+    ),
+    (
+        "virtio-net-pci",
+        "PCI",
+        "virtio network device (alias virtio-net)",
+    ),
+];
+
+/// Properties of virtio-net-pci.
+const VIRTIO_NET_KEYS: &[&str] = &[
+    "driver",
+    "id",
+    "netdev",
+    "mac",
+    "addr",
+    "bus",
+    "disable-legacy",
+    "disable-modern",
+    "bootindex",
+];
 
 /// Properties of virtio-blk-pci.
 const VIRTIO_BLK_KEYS: &[&str] = &[
@@ -35,8 +56,20 @@ pub(crate) fn parse_device(arg: &str) -> Result<Parsed<DeviceConfig>, ArgError> 
     }
     match driver {
         "virtio-blk-pci" | "virtio-blk" => virtio_blk(&opts).map(Parsed::Value),
+        "virtio-net-pci" | "virtio-net" => virtio_net(&opts).map(Parsed::Value),
         other => Err(ArgError::UnknownDevice(other.to_string())),
     }
+}
+
+fn virtio_net(opts: &Opts) -> Result<DeviceConfig, ArgError> {
+    opts.check_known(VIRTIO_NET_KEYS)?;
+    let id = pci_common(opts)?;
+    Ok(DeviceConfig::VirtioNet(VirtioNetConfig {
+        id,
+        netdev: opts.get("netdev").map(str::to_string),
+        mac: opts.get("mac").map(parse_mac).transpose()?,
+        slot: opts.get("addr").map(parse_addr).transpose()?,
+    }))
 }
 
 fn virtio_blk(opts: &Opts) -> Result<DeviceConfig, ArgError> {
@@ -45,6 +78,28 @@ fn virtio_blk(opts: &Opts) -> Result<DeviceConfig, ArgError> {
         .get("drive")
         .filter(|d| !d.is_empty())
         .ok_or(ArgError::DriveNotSet)?;
+    let id = pci_common(opts)?;
+    let num_queues = match opts.get("num-queues") {
+        Some(v) => small("num-queues", v)?,
+        None => 1,
+    };
+    let queue_size = match opts.get("queue-size") {
+        Some(v) => small("queue-size", v)?,
+        None => petrel_devices::virtio::block::DEFAULT_QUEUE_SIZE,
+    };
+    Ok(DeviceConfig::VirtioBlk(VirtioBlkConfig {
+        id,
+        drive: drive.to_string(),
+        serial: opts.get("serial").map(str::to_string),
+        num_queues,
+        queue_size,
+        slot: opts.get("addr").map(parse_addr).transpose()?,
+    }))
+}
+
+/// Checks what every virtio PCI function takes: `id`, `bus`, the modern/legacy switches and
+/// `bootindex`. Returns the id.
+fn pci_common(opts: &Opts) -> Result<Option<String>, ArgError> {
     let id = opts.get("id").map(str::to_string);
     if let Some(id) = &id {
         if !super::chardev::is_identifier(id) {
@@ -78,22 +133,7 @@ fn virtio_blk(opts: &Opts) -> Result<DeviceConfig, ArgError> {
     if let Some(v) = opts.get("bootindex") {
         parse_u32("bootindex", v)?;
     }
-    let num_queues = match opts.get("num-queues") {
-        Some(v) => small("num-queues", v)?,
-        None => 1,
-    };
-    let queue_size = match opts.get("queue-size") {
-        Some(v) => small("queue-size", v)?,
-        None => petrel_devices::virtio::block::DEFAULT_QUEUE_SIZE,
-    };
-    Ok(DeviceConfig::VirtioBlk(VirtioBlkConfig {
-        id,
-        drive: drive.to_string(),
-        serial: opts.get("serial").map(str::to_string),
-        num_queues,
-        queue_size,
-        slot: opts.get("addr").map(parse_addr).transpose()?,
-    }))
+    Ok(id)
 }
 
 fn small(key: &str, v: &str) -> Result<u16, ArgError> {
@@ -142,6 +182,19 @@ mod tests {
     #[test]
     fn help_and_errors() {
         assert_eq!(parse_device("help"), Ok(Parsed::List(ListTopic::Devices)));
+        assert_eq!(
+            parse_device("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:07,id=nic0,addr=4"),
+            Ok(Parsed::Value(DeviceConfig::VirtioNet(VirtioNetConfig {
+                id: Some("nic0".into()),
+                netdev: Some("n0".into()),
+                mac: Some([0x52, 0x54, 0, 0, 0, 7]),
+                slot: Some(4),
+            })))
+        );
+        assert_eq!(
+            parse_device("virtio-net-pci,mac=zz"),
+            Err(ArgError::InvalidMac("zz".into()))
+        );
         assert_eq!(
             parse_device("e1000,netdev=n"),
             Err(ArgError::UnknownDevice("e1000".into()))

@@ -161,6 +161,30 @@ pub enum ArgError {
     /// A `-blockdev` that is not valid `BlockdevOptions`.
     #[error("{0}")]
     InvalidBlockdev(String),
+    /// A `-netdev` that is not valid `Netdev` JSON.
+    #[error("{0}")]
+    InvalidNetdev(String),
+    /// A netdev `type` the schema does not have.
+    #[error("Parameter 'type' does not accept value '{0}'")]
+    InvalidNetdevType(String),
+    /// A netdev type of the schema that petrel does not build.
+    #[error("network backend '{0}' is not compiled into this binary")]
+    NetBackendMissing(String),
+    /// Two netdevs with one id.
+    #[error("Duplicate ID '{0}' for netdev")]
+    DuplicateNetdev(String),
+    /// A `-nic model=` petrel does not have.
+    #[error("unsupported NIC model '{0}' (petrel has virtio-net-pci)")]
+    UnknownNicModel(String),
+    /// A `mac=` that is not six hex bytes.
+    #[error("Property 'virtio-net-device.mac' doesn't take value '{0}'")]
+    InvalidMac(String),
+    /// `netdev=` naming nothing.
+    #[error("Property 'virtio-net-device.netdev' can't find value '{0}'")]
+    UnknownNetdev(String),
+    /// `netdev=` naming a netdev another NIC has.
+    #[error("Property 'virtio-net-device.netdev' can't take value '{0}', it's in use")]
+    NetdevInUse(String),
     /// A `-device` driver petrel does not have.
     #[error("'{0}' is not a valid device model name")]
     UnknownDevice(String),

@@ -24,6 +24,7 @@ mod machine;
 mod memory;
 mod monitor;
 mod name;
+mod netdev;
 mod options;
 mod opts;
 pub mod params;
@@ -40,6 +41,7 @@ mod tests;
 // binary crate flags re-exports it does not use, so not every type is repeated.)
 pub use config::{Action, ChardevBackend, ChardevSpec, Config};
 pub use help::{help_text, list_text, version_text};
+pub use netdev::check_netdev;
 
 use builder::Builder;
 use error::{CliError, Loc};

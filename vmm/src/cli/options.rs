@@ -37,6 +37,8 @@ pub(crate) enum Opt {
     Blockdev,
     Snapshot,
     Device,
+    Netdev,
+    Nic,
 }
 
 /// One row of the option table.
@@ -58,6 +60,7 @@ const BOOT: &str = "Linux boot specific";
 const BLOCK: &str = "Block device options";
 const DEVICES: &str = "Device options";
 const CHARDEV: &str = "Character device options";
+const NETWORK: &str = "Network options";
 const DISPLAY: &str = "Display options";
 const CONTROL: &str = "Process and run-state options";
 const MONITOR: &str = "Monitor options";
@@ -192,8 +195,30 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         opt: Opt::Device,
         arg: Some("driver[,prop=value][,...]"),
         help: "add a device ('-device help' for the list); virtio-blk-pci takes\n\
-               drive, id, serial, num-queues, queue-size, addr",
+               drive, id, serial, num-queues, queue-size, addr;\n\
+               virtio-net-pci takes netdev, mac, id, addr",
         section: DEVICES,
+    },
+    OptionSpec {
+        names: &["netdev"],
+        opt: Opt::Netdev,
+        arg: Some("user|tap|socket,id=str[,option][,...]"),
+        help: "add a network backend (as netdev_add takes it); options:\n\
+               user[,net=addr/mask][,host=addr][,dns=addr][,dhcpstart=addr]\n\
+                 [,restrict=on|off][,hostname=name]\n\
+                 [,hostfwd=tcp|udp:[hostaddr]:hostport-[guestaddr]:guestport]\n\
+               tap[,ifname=name][,fd=h][,script=no][,downscript=no]\n\
+                 [,vnet_hdr=on|off]\n\
+               socket[,listen=[host]:port|connect=host:port|udp=host:port\n\
+                 |mcast=maddr:port][,localaddr=addr][,fd=h]",
+        section: NETWORK,
+    },
+    OptionSpec {
+        names: &["nic"],
+        opt: Opt::Nic,
+        arg: Some("[user|tap|socket|none][,model=virtio-net-pci][,mac=addr][,...]"),
+        help: "a network backend and a virtio-net-pci NIC on it",
+        section: NETWORK,
     },
     OptionSpec {
         names: &["chardev"],

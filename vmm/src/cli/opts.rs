@@ -65,6 +65,11 @@ impl Opts {
         Ok(Opts { params })
     }
 
+    /// Adds `key=value` after the others.
+    pub fn push(&mut self, key: &str, value: &str) {
+        self.params.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Fails on the first key that is not in `known`.
     pub fn check_known(&self, known: &[&str]) -> Result<(), ArgError> {
         match self

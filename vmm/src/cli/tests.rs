@@ -71,6 +71,7 @@ fn defaults() {
             drives: vec![],
             blockdevs: vec![],
             devices: vec![],
+            netdevs: vec![],
         }
     );
 }
@@ -175,7 +176,6 @@ fn help_lists() {
 #[test]
 fn invalid_options() {
     for opt in [
-        "-netdev",
         "-monitor",
         "-vnc",
         "-incoming",
@@ -745,5 +745,51 @@ fn disks_are_checked_across_options() {
             "driver=file,filename=b,node-name=n"
         ]),
         "-blockdev driver=file,filename=b,node-name=n: Duplicate nodes with node-name='n'"
+    );
+}
+
+#[test]
+fn netdevs_and_nics() {
+    let c = config(&[
+        "-netdev",
+        "user,id=u0",
+        "-device",
+        "virtio-net-pci,netdev=u0,id=nic0",
+        "-nic",
+        "socket,listen=:5000",
+    ]);
+    assert_eq!(c.netdevs.len(), 2);
+    assert_eq!(c.netdevs[1]["id"], "__org.qemu.nic0");
+    assert_eq!(c.devices.len(), 2);
+    assert_eq!(c.devices[0].id(), Some("nic0"));
+    assert_eq!(
+        error(&["-netdev", "user,id=a", "-netdev", "user,id=a"]),
+        "-netdev user,id=a: Duplicate ID 'a' for netdev"
+    );
+    assert_eq!(
+        error(&["-device", "virtio-net-pci,netdev=nope"]),
+        "-device virtio-net-pci,netdev=nope: \
+         Property 'virtio-net-device.netdev' can't find value 'nope'"
+    );
+    assert_eq!(
+        error(&[
+            "-netdev",
+            "user,id=u",
+            "-device",
+            "virtio-net-pci,netdev=u",
+            "-device",
+            "virtio-net-pci,netdev=u",
+        ]),
+        "-device virtio-net-pci,netdev=u: \
+         Property 'virtio-net-device.netdev' can't take value 'u', it's in use"
+    );
+    assert_eq!(
+        error(&[
+            "-device",
+            "virtio-net-pci,id=n",
+            "-device",
+            "virtio-net-pci,id=n"
+        ]),
+        "-device virtio-net-pci,id=n: Duplicate ID 'n' for device"
     );
 }

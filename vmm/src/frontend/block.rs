@@ -29,7 +29,9 @@ fn block<T: serde::Serialize + 'static>(
 
 /// Converts the VMM's QAPI-shaped answer into the schema's type, so a shape error is caught
 /// here rather than by clients.
-fn typed<T: serde::de::DeserializeOwned>(value: impl serde::Serialize) -> Result<T, QmpError> {
+pub(super) fn typed<T: serde::de::DeserializeOwned>(
+    value: impl serde::Serialize,
+) -> Result<T, QmpError> {
     serde_json::to_value(value)
         .and_then(serde_json::from_value)
         .map_err(|e| {

@@ -238,6 +238,7 @@ fn call_hmp(
             (HmpReply::Silent, _) => String::new(),
             (HmpReply::Status, VmmData::Status(s)) => hmp::status_text(s),
             (HmpReply::Cpus, VmmData::Cpus(cpus)) => hmp::cpus_text(&cpus, current),
+            (HmpReply::Network, VmmData::Net(crate::api::net::NetData::Text(t))) => t,
             (_, other) => return Err(unexpected("human-monitor-command", other)),
         })
     });

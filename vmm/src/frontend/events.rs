@@ -71,6 +71,9 @@ impl EventSink for QmpEvents {
                 nospace: Some(r.nospace),
                 reason: r.reason,
             }),
+            VmEvent::NicRxFilterChanged { name, path } => {
+                s.emit(&events::NicRxFilterChanged { name, path })
+            }
             VmEvent::BlockWriteThreshold {
                 node_name,
                 amount_exceeded,

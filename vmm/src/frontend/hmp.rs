@@ -1,6 +1,7 @@
 //! `human-monitor-command`: the HMP commands management software still sends through QMP,
 //! answered with QEMU's text.
 
+use crate::api::net::NetRequest;
 use crate::api::{CpuState, RunStatus, VmmAction};
 
 /// What an HMP command line asks for.
@@ -21,6 +22,8 @@ pub enum HmpReply {
     Status,
     /// `info cpus`.
     Cpus,
+    /// `info network`.
+    Network,
 }
 
 /// Facts HMP prints without asking the VMM.
@@ -53,6 +56,7 @@ const INFO_HELP: &[(&str, &str)] = &[
     ("info cpus", "show infos for each CPU"),
     ("info kvm", "show KVM information"),
     ("info name", "show the current VM name"),
+    ("info network", "show the network state"),
     ("info status", "show the current VM status (running|paused)"),
     ("info uuid", "show the current VM UUID"),
     ("info version", "show the version of QEMU"),
@@ -86,6 +90,10 @@ pub fn parse(line: &str, facts: &HmpFacts) -> HmpCommand {
         },
         ["info", "status"] => HmpCommand::Vmm(VmmAction::QueryStatus, HmpReply::Status),
         ["info", "cpus"] => HmpCommand::Vmm(VmmAction::QueryCpus, HmpReply::Cpus),
+        ["info", "network"] => HmpCommand::Vmm(
+            VmmAction::Net(Box::new(NetRequest::InfoNetwork)),
+            HmpReply::Network,
+        ),
         ["info", "version"] => HmpCommand::Text(format!("{}\r\n", facts.version)),
         ["info", "kvm"] => HmpCommand::Text("kvm support: enabled\r\n".into()),
         ["info", "name"] => HmpCommand::Text(

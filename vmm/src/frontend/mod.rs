@@ -5,6 +5,7 @@ mod block;
 mod commands;
 mod events;
 pub mod hmp;
+mod net;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -171,6 +172,7 @@ fn registry(
     });
     let mut registry = Registry::new();
     block::register(&mut registry, &ctx);
+    net::register(&mut registry, &ctx);
     commands::register(&mut registry, ctx);
     registry
 }

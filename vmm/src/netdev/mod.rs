@@ -1,0 +1,155 @@
+//! The network layer: netdevs (host backends) by id, the NICs on them, and what QMP asks of
+//! both. Net clients are named as in QEMU: a netdev by its id, a NIC by its device id or,
+//! without one, `virtio-net-pci.N`.
+
+pub mod attach;
+mod open;
+mod serve;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use petrel_net::{NetBackend, NetError};
+
+pub use open::open_backend;
+
+/// Errors of the network layer, worded as QEMU words them.
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    /// `netdev_add` with an id in use.
+    #[error("Duplicate ID '{0}'")]
+    DuplicateId(String),
+    /// No net client has this name (QMP `DeviceNotFound`).
+    #[error("Device '{0}' not found")]
+    NotFound(String),
+    /// `query-rx-filter` named a netdev.
+    #[error("net client({0}) isn't a NIC")]
+    NotNic(String),
+    /// `query-rx-filter` named nothing known.
+    #[error("invalid net client name: {0}")]
+    InvalidName(String),
+    /// A netdev type petrel does not build.
+    #[error("network backend '{0}' is not compiled into this binary")]
+    NotCompiled(String),
+    /// The netdev's JSON does not fit `Netdev`.
+    #[error("{0}")]
+    Invalid(String),
+    /// An option petrel's backends do not implement.
+    #[error("{0}")]
+    Unsupported(String),
+    /// `fd=` named a descriptor the monitor does not hold.
+    #[error("File descriptor named '{0}' has not been found")]
+    FdNotFound(String),
+    /// The backend could not be created.
+    #[error("{0}")]
+    Backend(#[from] NetError),
+}
+
+impl NetdevError {
+    /// Whether QMP reports it as `DeviceNotFound`.
+    pub fn is_device_not_found(&self) -> bool {
+        matches!(self, NetdevError::NotFound(_))
+    }
+}
+
+/// What the network layer needs of a NIC model.
+pub trait NicControl: Send + Sync {
+    /// Raises or drops the link the guest sees.
+    fn set_link(&self, up: bool);
+    /// Connects the NIC to a backend, or (with `None`) leaves it without a peer.
+    fn set_backend(&self, backend: Option<Box<dyn NetBackend>>);
+    /// The receive filter as QAPI `RxFilterInfo` without `name`.
+    fn rx_filter(&self) -> serde_json::Value;
+}
+
+/// A netdev.
+struct Netdev {
+    id: String,
+    kind: &'static str,
+    /// The backend's `info network` text.
+    info: String,
+    /// The backend, until a NIC takes it.
+    backend: Option<Box<dyn NetBackend>>,
+    /// The NIC it serves, as an index into [`NetLayer::nics`].
+    nic: Option<usize>,
+}
+
+impl Netdev {
+    fn line(&self) -> String {
+        format!("{}: index=0,type={},{}", self.id, self.kind, self.info)
+    }
+}
+
+/// A NIC.
+pub struct Nic {
+    /// Its net client name.
+    pub name: String,
+    /// Its device id.
+    pub id: Option<String>,
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Its PCI device and function.
+    pub devfn: u8,
+    /// The device model.
+    pub control: Arc<dyn NicControl>,
+    /// NIC_RX_FILTER_CHANGED may be sent (until it is, then again after a query).
+    pub filter_event_armed: Arc<AtomicBool>,
+    /// The `info network` line of a peer deleted with `netdev_del` while in use: QEMU keeps
+    /// showing it under the NIC, whose link stays down.
+    deleted_peer: Option<String>,
+}
+
+/// The netdevs and NICs of the machine.
+#[derive(Default)]
+pub struct NetLayer {
+    netdevs: Vec<Netdev>,
+    nics: Vec<Nic>,
+}
+
+impl NetLayer {
+    /// Adds a netdev around `backend`.
+    pub fn add(&mut self, id: &str, backend: Box<dyn NetBackend>) -> Result<(), NetdevError> {
+        if self.netdevs.iter().any(|n| n.id == id) {
+            return Err(NetdevError::DuplicateId(id.to_string()));
+        }
+        self.netdevs.push(Netdev {
+            id: id.to_string(),
+            kind: backend.kind(),
+            info: backend.info(),
+            backend: Some(backend),
+            nic: None,
+        });
+        Ok(())
+    }
+
+    /// Hands netdev `id`'s backend to the next NIC, which [`NetLayer::add_nic`] records.
+    pub fn take_backend(&mut self, id: &str) -> Option<Box<dyn NetBackend>> {
+        let index = self.nics.len();
+        let netdev = self.netdevs.iter_mut().find(|n| n.id == id)?;
+        netdev.nic = Some(index);
+        netdev.backend.take()
+    }
+
+    /// Records a NIC.
+    pub fn add_nic(&mut self, nic: Nic) {
+        self.nics.push(nic);
+    }
+
+    /// The NICs.
+    pub fn nics(&self) -> &[Nic] {
+        &self.nics
+    }
+
+    /// The QEMU default MAC of the `n`th NIC without `mac=`.
+    pub fn default_mac(n: usize) -> [u8; 6] {
+        [0x52, 0x54, 0x00, 0x12, 0x34, 0x56u8.wrapping_add(n as u8)]
+    }
+
+    /// NIC_RX_FILTER_CHANGED for NIC `index` is due: true once, until a query re-arms it.
+    pub fn filter_event_due(armed: &AtomicBool) -> bool {
+        armed.swap(false, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests;

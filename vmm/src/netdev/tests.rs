@@ -1,0 +1,162 @@
+//! The network layer against a fake NIC and fake backends.
+
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use petrel_net::{NetBackend, NetError, Offloads};
+use serde_json::json;
+
+use super::{NetLayer, NetdevError, Nic, NicControl};
+use crate::api::net::{NetData, NetRequest};
+
+struct FakeBackend(&'static str);
+
+impl NetBackend for FakeBackend {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+    fn vnet_hdr(&self) -> bool {
+        false
+    }
+    fn set_offloads(&mut self, _: Offloads) -> Result<(), NetError> {
+        Ok(())
+    }
+    fn send(&mut self, _: &[IoSlice<'_>]) -> Result<(), NetError> {
+        Ok(())
+    }
+    fn recv(&mut self, _: &mut [u8]) -> Result<Option<usize>, NetError> {
+        Ok(None)
+    }
+    fn rx_fd(&self) -> RawFd {
+        -1
+    }
+    fn info(&self) -> String {
+        "net=10.0.2.0,restrict=off".into()
+    }
+}
+
+#[derive(Default)]
+struct FakeNic {
+    link: Mutex<Vec<bool>>,
+    has_backend: AtomicBool,
+}
+
+impl NicControl for FakeNic {
+    fn set_link(&self, up: bool) {
+        self.link.lock().unwrap().push(up);
+    }
+    fn set_backend(&self, backend: Option<Box<dyn NetBackend>>) {
+        self.has_backend.store(backend.is_some(), Ordering::SeqCst);
+    }
+    fn rx_filter(&self) -> serde_json::Value {
+        json!({"promiscuous": true})
+    }
+}
+
+/// A layer with netdevs u0 (on NIC nic0) and u1 (free).
+fn layer() -> (NetLayer, Arc<FakeNic>) {
+    let mut net = NetLayer::default();
+    net.add("u0", Box::new(FakeBackend("user"))).unwrap();
+    net.add("u1", Box::new(FakeBackend("user"))).unwrap();
+    let fake = Arc::new(FakeNic::default());
+    let backend = net.take_backend("u0");
+    fake.set_backend(backend);
+    net.add_nic(Nic {
+        name: "nic0".into(),
+        id: Some("nic0".into()),
+        mac: NetLayer::default_mac(0),
+        devfn: 3 << 3,
+        control: fake.clone(),
+        filter_event_armed: Arc::new(AtomicBool::new(false)),
+        deleted_peer: None,
+    });
+    (net, fake)
+}
+
+fn text(net: &mut NetLayer) -> String {
+    match net.serve(NetRequest::InfoNetwork) {
+        Ok(Some(NetData::Text(t))) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn info_network_as_qemu_prints_it() {
+    let (mut net, fake) = layer();
+    assert!(fake.has_backend.load(Ordering::SeqCst));
+    assert_eq!(
+        text(&mut net),
+        "nic0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \
+         \\ u0: index=0,type=user,net=10.0.2.0,restrict=off\r\n\
+         u1: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+    );
+}
+
+#[test]
+fn deleting_a_netdev_in_use_leaves_the_nic_without_peer_and_link() {
+    let (mut net, fake) = layer();
+    net.serve(NetRequest::Del { id: "u0".into() }).unwrap();
+    assert!(!fake.has_backend.load(Ordering::SeqCst));
+    assert_eq!(*fake.link.lock().unwrap(), vec![false]);
+    // QEMU still shows the deleted peer under the NIC, and the id is free again.
+    assert!(text(&mut net).contains(" \\ u0: index=0,type=user"));
+    net.add("u0", Box::new(FakeBackend("user"))).unwrap();
+    let again = net.serve(NetRequest::Del { id: "u0".into() });
+    assert!(again.is_ok());
+    let missing = net.serve(NetRequest::Del { id: "u0".into() }).unwrap_err();
+    assert!(missing.is_device_not_found());
+    assert_eq!(missing.to_string(), "Device 'u0' not found");
+}
+
+#[test]
+fn set_link_on_the_nic_or_its_netdev() {
+    let (mut net, fake) = layer();
+    let set = |net: &mut NetLayer, name: &str, up| {
+        net.serve(NetRequest::SetLink {
+            name: name.into(),
+            up,
+        })
+    };
+    set(&mut net, "nic0", false).unwrap();
+    set(&mut net, "u0", true).unwrap();
+    // A netdev without a NIC accepts it and nothing else changes.
+    set(&mut net, "u1", false).unwrap();
+    assert_eq!(*fake.link.lock().unwrap(), vec![false, true]);
+    let err = set(&mut net, "zz", true).unwrap_err();
+    assert!(err.is_device_not_found());
+    assert_eq!(err.to_string(), "Device 'zz' not found");
+}
+
+#[test]
+fn rx_filter_queries_name_the_nic_and_rearm_the_event() {
+    let (mut net, _) = layer();
+    let armed = net.nics()[0].filter_event_armed.clone();
+    assert!(!NetLayer::filter_event_due(&armed));
+    match net.serve(NetRequest::QueryRxFilter { name: None }) {
+        Ok(Some(NetData::RxFilters(v))) => {
+            assert_eq!(v, vec![json!({"name": "nic0", "promiscuous": true})])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(NetLayer::filter_event_due(&armed));
+    assert!(!NetLayer::filter_event_due(&armed));
+    let mut err = |name: &str| {
+        net.serve(NetRequest::QueryRxFilter {
+            name: Some(name.into()),
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(err("u0"), "net client(u0) isn't a NIC");
+    assert_eq!(err("zz"), "invalid net client name: zz");
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    let (mut net, _) = layer();
+    let e = net.add("u1", Box::new(FakeBackend("user"))).unwrap_err();
+    assert!(matches!(e, NetdevError::DuplicateId(_)));
+    assert_eq!(e.to_string(), "Duplicate ID 'u1'");
+}
