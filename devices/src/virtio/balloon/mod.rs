@@ -6,7 +6,8 @@
 //! holds in `actual`. Inflated pages are discarded on the host (see [`pages`]), so the VMM's
 //! resident memory shrinks. The device offers what QEMU 7.2's `virtio-balloon-pci` offers by
 //! default: the stats queue (`VIRTIO_BALLOON_F_STATS_VQ`, see [`stats`]), page poisoning
-//! (`VIRTIO_BALLOON_F_PAGE_POISON`: the device only records the value), and with
+//! (`VIRTIO_BALLOON_F_PAGE_POISON`, unless `page-poison=off`: the device only records the
+//! value), and with
 //! `deflate-on-oom=on` `VIRTIO_BALLOON_F_DEFLATE_ON_OOM` (a promise that concerns the driver
 //! alone). Queue work never runs on a vCPU thread: [`VirtioBalloon::activate`] spawns one
 //! thread, `virtio-balloon-<id>`, which waits on the queues' notify eventfds.
@@ -79,10 +80,21 @@ pub enum VirtioBalloonError {
 }
 
 /// How to create a [`VirtioBalloon`] (QEMU's `-device virtio-balloon-pci` properties).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalloonParams {
-    /// `deflate-on-oom`: offer `VIRTIO_BALLOON_F_DEFLATE_ON_OOM`.
+    /// `deflate-on-oom`: offer `VIRTIO_BALLOON_F_DEFLATE_ON_OOM` (QEMU: off).
     pub deflate_on_oom: bool,
+    /// `page-poison`: offer `VIRTIO_BALLOON_F_PAGE_POISON` (QEMU: on).
+    pub page_poison: bool,
+}
+
+impl Default for BalloonParams {
+    fn default() -> Self {
+        BalloonParams {
+            deflate_on_oom: false,
+            page_poison: true,
+        }
+    }
 }
 
 /// Where the device reports what the driver did.
@@ -188,12 +200,13 @@ impl VirtioBalloon {
         params: BalloonParams,
         events: Option<Arc<dyn BalloonEvents>>,
     ) -> std::io::Result<Self> {
-        let mut avail_features = bit(VIRTIO_F_VERSION_1)
-            | bit(F_STATS_VQ)
-            | bit(F_PAGE_POISON)
-            | bit(VIRTIO_RING_F_EVENT_IDX);
+        let mut avail_features =
+            bit(VIRTIO_F_VERSION_1) | bit(F_STATS_VQ) | bit(VIRTIO_RING_F_EVENT_IDX);
         if params.deflate_on_oom {
             avail_features |= bit(F_DEFLATE_ON_OOM);
+        }
+        if params.page_poison {
+            avail_features |= bit(F_PAGE_POISON);
         }
         Ok(VirtioBalloon {
             id: id.into(),

@@ -160,12 +160,11 @@ impl Driver {
 
 fn device(deflate_on_oom: bool) -> (VirtioBalloon, Arc<Actuals>) {
     let events = Arc::new(Actuals::default());
-    let dev = VirtioBalloon::new(
-        "balloon0",
-        BalloonParams { deflate_on_oom },
-        Some(events.clone()),
-    )
-    .unwrap();
+    let params = BalloonParams {
+        deflate_on_oom,
+        ..BalloonParams::default()
+    };
+    let dev = VirtioBalloon::new("balloon0", params, Some(events.clone())).unwrap();
     (dev, events)
 }
 
@@ -192,6 +191,12 @@ fn features_queues_and_config() {
     assert_eq!(f & (bit(F_MUST_TELL_HOST) | bit(F_DEFLATE_ON_OOM)), 0);
     let (dev, _) = device(true);
     assert_ne!(dev.features() & bit(F_DEFLATE_ON_OOM), 0);
+    let params = BalloonParams {
+        page_poison: false,
+        ..BalloonParams::default()
+    };
+    let plain = VirtioBalloon::new("b", params, None).unwrap();
+    assert_eq!(plain.features() & bit(F_PAGE_POISON), 0);
     let mut all = [0xffu8; 20];
     dev.read_config(0, &mut all);
     assert_eq!(all, [0u8; 20]);
