@@ -281,6 +281,9 @@ bool blkresize_run(void);
 /* ---- memfill.c ---- */
 NORETURN void memfill_run(void);  /* ticks until the VMM ends the guest */
 
+/* ---- virtio_balloon.c ---- */
+bool balloon_run(void);           /* follows the balloon target until the VMM ends the guest */
+
 /* ---- net_scenarios.c, net_blast.c (see net.h for the driver and the stack) ---- */
 bool netping_run(void);
 bool netlink_run(void);

@@ -1,5 +1,5 @@
 /* Scenarios selected with petrel.test=: boot, reboot, ioloop, idle, rtcset, suspend, blk,
- * blkbench, blkresize, memfill, netping, netlink, netrx, netdhcp, netblast. */
+ * blkbench, blkresize, memfill, netping, netlink, netrx, netdhcp, netblast, balloon. */
 #include "petrel.h"
 
 #define CMOS_BOOT_COUNT 0x7e
@@ -81,6 +81,7 @@ bool scenario_run(const char *name)
     bool is_blkbench = !memcmp(name, "blkbench", 9);
     bool is_blkresize = !memcmp(name, "blkresize", 10);
     bool is_memfill = !memcmp(name, "memfill", 8);
+    bool is_balloon = !memcmp(name, "balloon", 8);
     static const struct { const char *name; bool (*run)(void); } net_scenarios[] = {
         { "netping", netping_run }, { "netlink", netlink_run }, { "netrx", netrx_run },
         { "netdhcp", netdhcp_run }, { "netblast", netblast_run },
@@ -90,7 +91,7 @@ bool scenario_run(const char *name)
         if (!memcmp(name, net_scenarios[i].name, strlen(net_scenarios[i].name) + 1))
             net_run = net_scenarios[i].run;
     if (!is_boot && !is_reboot && !is_ioloop && !is_idle && !is_rtcset && !is_suspend && !is_blk &&
-        !is_blkbench && !is_blkresize && !is_memfill && !net_run)
+        !is_blkbench && !is_blkresize && !is_memfill && !net_run && !is_balloon)
         panic("unknown petrel.test=%s", name);
 
     int count = boot_count_bump();
@@ -115,6 +116,8 @@ bool scenario_run(const char *name)
         return blkresize_run();
     if (is_memfill)
         memfill_run();
+    if (is_balloon)
+        return balloon_run();
     if (net_run)
         return net_run();
     return true;
