@@ -76,8 +76,9 @@ pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>) {
     let mut events = vec![EpollEvent::default(); queues.len() + 2];
     loop {
         let timeout = poll.next.map_or(-1, |t| {
-            let ms = t.saturating_duration_since(Instant::now()).as_millis();
-            i32::try_from(ms).unwrap_or(i32::MAX)
+            // Rounded up, so the wait never ends before the deadline and spins.
+            let us = t.saturating_duration_since(Instant::now()).as_micros();
+            i32::try_from(us.div_ceil(1000)).unwrap_or(i32::MAX)
         });
         let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
