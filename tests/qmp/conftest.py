@@ -140,3 +140,21 @@ async def close_after_exit(qmp):
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+
+
+async def connect(path, name="petrel-test"):
+    """A negotiated QMP client on the socket at `path`."""
+    from qemu.qmp import QMPClient
+
+    qmp = QMPClient(name)
+    await qmp.connect(path)
+    return qmp
+
+
+async def error_of(qmp, cmd, **args):
+    """(class, desc) of the error `cmd` fails with; fails the test if it succeeds."""
+    from qemu.qmp import ExecuteError
+
+    with pytest.raises(ExecuteError) as e:
+        await qmp.execute(cmd, args)
+    return e.value.error_class, e.value.error.error.desc
