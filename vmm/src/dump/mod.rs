@@ -238,7 +238,9 @@ impl DumpLayer {
                 progress,
                 parts,
             } = launched;
+            let started = std::time::Instant::now();
             let outcome = child::wait(pid, progress.data(), parts);
+            log::debug!("dump: writer pid {pid} ended after {:?}", started.elapsed());
             let result = {
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                 s.completed = progress
