@@ -6,8 +6,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
+use petrel_arch::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
 use super::error::DumpError;
-use super::plan::Parts;
+use super::plan::{Parts, Piece};
 use super::writer::{self, HostChunk, ProgressData, Sink};
 
 /// A page shared with the writer process, holding its [`ProgressData`].
@@ -75,6 +78,22 @@ pub struct Job {
     pub header: Vec<u8>,
     /// Guest memory, in file order.
     pub chunks: Vec<HostChunk>,
+}
+
+/// The host addresses of `pieces` (each lies in one RAM region, so is contiguous there).
+pub fn host_chunks(mem: &GuestMemoryMmap, pieces: &[Piece]) -> Result<Vec<HostChunk>, DumpError> {
+    pieces
+        .iter()
+        .map(|p| {
+            let slice = mem
+                .get_slice(GuestAddress(p.phys), p.len as usize)
+                .map_err(|_| DumpError::NoMemory)?;
+            Ok(HostChunk {
+                ptr: slice.ptr_guard().as_ptr(),
+                len: p.len as usize,
+            })
+        })
+        .collect()
 }
 
 /// Closes every descriptor of the child but stdio and `keep`, so that the writer holds no

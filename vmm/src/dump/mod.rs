@@ -14,24 +14,21 @@ mod memsave;
 mod notes;
 mod paging;
 mod plan;
+mod target;
 mod writer;
 
-use std::fs::File;
-use std::io::Seek;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use petrel_arch::GuestMemoryMmap;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::api::dump::{DumpArgs, DumpData, DumpProgress, DumpRequest, DumpStatus};
 use crate::api::{ApiError, EventSink, ReplyFn, VmEvent, VmmData};
 use crate::vm::vcpu::{RunState, VcpuHandle};
 pub use error::DumpError;
 use paging::{Mapping, Paging};
-use plan::{Filter, Piece, Region};
-use writer::{HostChunk, Sink};
+use plan::{Filter, Region};
 
 /// What a dump needs of the machine.
 pub struct DumpEnv<'a> {
@@ -147,7 +144,7 @@ impl DumpLayer {
             (None, Some(_)) => return reply(Err(api_error(DumpError::MissingParameter("begin")))),
             (None, None) => None,
         };
-        let fd = match open_target(&args) {
+        let fd = match target::open(&args.protocol, &args.fds) {
             Ok(fd) => fd,
             Err(e) => return reply(Err(api_error(e))),
         };
@@ -187,14 +184,14 @@ impl DumpLayer {
         let filter = filter.map(|(b, l)| Filter::new(b, l)).transpose()?;
         self.lock().total = plan::total(&regions, filter);
         let pieces = plan::pieces(&regions, filter)?;
-        let sink = sink_of(&fd);
+        let sink = target::sink_of(&fd);
         let progress = Arc::new(child::SharedProgress::new()?);
 
         let held_at = std::time::Instant::now();
         let hold = cpu::Hold::new(env.run_state);
         let cpus = cpu::read_all(env.vcpus, env.run_state)?;
         let mappings = if paging {
-            paging_mappings(mem, &cpus, &regions)?
+            paging::guest_mappings(mem, &cpus, &regions)?
         } else {
             pieces
                 .iter()
@@ -210,7 +207,7 @@ impl DumpLayer {
             fd,
             sink,
             header: header.bytes,
-            chunks: host_chunks(mem, &pieces)?,
+            chunks: child::host_chunks(mem, &pieces)?,
         };
         let pid = child::spawn(&job, &progress)?;
         drop(hold);
@@ -287,91 +284,4 @@ fn in_background(reply: ReplyFn, work: impl FnOnce() -> Result<(), DumpError> + 
     {
         log::error!("cannot start a memsave thread: {e}");
     }
-}
-
-/// Opens the dump's destination as QEMU does: `fd:NAME` takes the monitor's descriptor,
-/// `file:PATH` creates the file (mode 0400, truncated).
-fn open_target(args: &DumpArgs) -> Result<OwnedFd, DumpError> {
-    if let Some(name) = args.protocol.strip_prefix("fd:") {
-        return args
-            .fds
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
-            .ok_or_else(|| DumpError::FdNotFound(name.to_string()));
-    }
-    if let Some(path) = args.protocol.strip_prefix("file:") {
-        return std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o400)
-            .open(path)
-            .map(OwnedFd::from)
-            .map_err(|e| DumpError::Open {
-                path: path.into(),
-                errno: error::errno_of(&e),
-            });
-    }
-    Err(DumpError::InvalidParameter("protocol"))
-}
-
-/// How to write to `fd`: sparse into a regular file whose bytes from the current offset on
-/// do not exist yet (and that does not append), else sequentially.
-fn sink_of(fd: &OwnedFd) -> Sink {
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    let Ok(file) = fd.try_clone().map(File::from) else {
-        return Sink::Stream;
-    };
-    let (Ok(meta), Ok(base)) = (file.metadata(), (&file).stream_position()) else {
-        return Sink::Stream;
-    };
-    if flags >= 0 && flags & libc::O_APPEND == 0 && meta.is_file() && meta.len() <= base {
-        Sink::Sparse { base }
-    } else {
-        Sink::Stream
-    }
-}
-
-/// The mappings of every vCPU with paging on, from the first such vCPU (QEMU's
-/// qemu_get_guest_memory_mapping); with none, virtual = physical.
-fn paging_mappings(
-    mem: &GuestMemoryMmap,
-    cpus: &[cpu::CpuRegisters],
-    regions: &[Region],
-) -> Result<Vec<Mapping>, DumpError> {
-    let mut modes: Vec<Paging> = Vec::new();
-    for c in cpus {
-        let p = Paging::of(c);
-        if p != Paging::Off && !modes.contains(&p) {
-            modes.push(p);
-        }
-    }
-    if modes.is_empty() {
-        modes.push(Paging::Off);
-    }
-    let mut all = Vec::new();
-    for p in modes {
-        all.extend(paging::mappings(mem, p, paging::WALK_BUDGET)?);
-    }
-    let starts: Vec<u64> = regions.iter().map(|r| r.0).collect();
-    Ok(paging::merge(all, &starts))
-}
-
-/// The host addresses of `pieces` (each lies in one RAM region, so is contiguous there).
-fn host_chunks(mem: &GuestMemoryMmap, pieces: &[Piece]) -> Result<Vec<HostChunk>, DumpError> {
-    pieces
-        .iter()
-        .map(|p| {
-            let slice = mem
-                .get_slice(GuestAddress(p.phys), p.len as usize)
-                .map_err(|_| DumpError::NoMemory)?;
-            Ok(HostChunk {
-                ptr: slice.ptr_guard().as_ptr(),
-                len: p.len as usize,
-            })
-        })
-        .collect()
 }

@@ -257,6 +257,31 @@ pub fn merge(mut all: Vec<Mapping>, region_starts: &[u64]) -> Vec<Mapping> {
     out
 }
 
+/// The mappings of every vCPU with paging on, from the first such vCPU (QEMU's
+/// qemu_get_guest_memory_mapping); with none, virtual = physical.
+pub fn guest_mappings(
+    mem: &GuestMemoryMmap,
+    cpus: &[CpuRegisters],
+    regions: &[(u64, u64)],
+) -> Result<Vec<Mapping>, DumpError> {
+    let mut modes: Vec<Paging> = Vec::new();
+    for c in cpus {
+        let p = Paging::of(c);
+        if p != Paging::Off && !modes.contains(&p) {
+            modes.push(p);
+        }
+    }
+    if modes.is_empty() {
+        modes.push(Paging::Off);
+    }
+    let mut all = Vec::new();
+    for p in modes {
+        all.extend(mappings(mem, p, WALK_BUDGET)?);
+    }
+    let starts: Vec<u64> = regions.iter().map(|r| r.0).collect();
+    Ok(merge(all, &starts))
+}
+
 fn entry(mem: &GuestMemoryMmap, addr: u64, wide: bool) -> Option<u64> {
     let e = if wide {
         mem.read_obj::<u64>(GuestAddress(addr)).ok()?
