@@ -532,28 +532,44 @@ def test_netdev_option_errors(vmm, args, message):
 
 # ---- 6. info network ----
 
-def test_info_network_as_qemu_shows_it(petrel, tmpdir_short, monkeypatch):
-    """A NIC with a user peer and a free socket netdev, petrel's text against QEMU's for the
-    same command line (QEMU runs here when installed, else the text recorded from it)."""
-    want = INFO_NETWORK
-    if not qemu_72():
-        with monkeypatch.context() as m:
-            m.setattr(conftest, "PETREL", wrapper(tmpdir_short, "qemu", [QEMU, *QEMU_ARGS]))
-            q, qsock = start_netlink(petrel, tmpdir_short, "q.sock")
+USER_LINE = "index=0,type=user,net=10.0.2.0,restrict=off"
+NIC_LINE = "index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34"
+INFO_CASES = {
+    # A NIC with a user peer and a free socket netdev.
+    "peer-and-free": (lambda: [*VM_ARGS, "-netdev",
+                               f"socket,id=s0,listen=127.0.0.1:{free_port()}"],
+                      INFO_NETWORK),
+    # Unnamed NICs are numbered by the NICs before them, named ones included.
+    "unnamed-nics": (lambda: ["-netdev", "user,id=a", *nic("a", ident="nic0"),
+                              "-netdev", "user,id=b", *nic("b"),
+                              "-netdev", "user,id=c", *nic("c")],
+                     f"nic0: {NIC_LINE}:56\r\n \\ a: {USER_LINE}\r\n"
+                     f"virtio-net-pci.1: {NIC_LINE}:57\r\n \\ b: {USER_LINE}\r\n"
+                     f"virtio-net-pci.2: {NIC_LINE}:58\r\n \\ c: {USER_LINE}\r\n"),
+}
 
-        async def ask_qemu():
-            qmp = await connect(qsock)
+
+@pytest.mark.parametrize("case", INFO_CASES)
+def test_info_network_as_qemu_shows_it(petrel, tmpdir_short, monkeypatch, case):
+    """Petrel's text against QEMU's for the same command line (QEMU runs here when
+    installed; the text recorded from it otherwise)."""
+    make_args, recorded = INFO_CASES[case]
+
+    def info_network(name):
+        p, sock = start(petrel, tmpdir_short, make_args(), "petrel.test=idle", name)
+        p.wait_line("idle: ready")
+
+        async def ask():
+            qmp = await connect(sock)
             text = await hmp(qmp, "info network")
             await qmp.disconnect()
             return text
-        want = run(ask_qemu())
-        q.stop()
-        assert want == INFO_NETWORK
-    p, sock = start_netlink(petrel, tmpdir_short)
+        text = run(ask())
+        p.stop()
+        return text
 
-    async def body():
-        qmp = await connect(sock)
-        assert await hmp(qmp, "info network") == want
-        await qmp.disconnect()
-
-    run(body())
+    if not qemu_72():
+        with monkeypatch.context() as m:
+            m.setattr(conftest, "PETREL", wrapper(tmpdir_short, "qemu", [QEMU, *QEMU_ARGS]))
+            assert info_network("q.sock") == recorded
+    assert info_network("qmp.sock") == recorded
