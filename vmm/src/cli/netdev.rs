@@ -55,8 +55,8 @@ fn members(kind: &str) -> &'static [(&'static str, Kind)] {
             ("vhostfd", Str),
             ("vhostfds", Str),
             ("vhostforce", Bool),
-            ("queues", Int),
-            ("poll-us", Int),
+            ("queues", Uint),
+            ("poll-us", Uint),
         ],
         "socket" => &[
             ("fd", Str),
@@ -75,7 +75,10 @@ fn members(kind: &str) -> &'static [(&'static str, Kind)] {
 enum Kind {
     Str,
     Bool,
+    /// QAPI `int`.
     Int,
+    /// QAPI `uint32`.
+    Uint,
     Size,
     /// A repeatable key whose values become a `['String']` list.
     List,
@@ -87,9 +90,24 @@ pub(crate) fn parse_netdev(arg: &str) -> Result<Value, ArgError> {
         serde_json::from_str(arg).map_err(|e| ArgError::InvalidNetdev(e.to_string()))?
     } else {
         let opts = Opts::parse(arg, Some("type"), Syntax::QemuOpts)?;
-        opts_to_json(&opts, &[])?
+        opts_to_json(&opts, &[]).map_err(qemu_wording)?
     };
-    check_netdev(value)
+    check_netdev(value).map_err(qemu_wording)
+}
+
+/// QEMU words the errors of `-netdev` and `-nic` as its QAPI visitors do (capitalised, an
+/// identifier hint on a second line), unlike petrel's wording for its other options.
+fn qemu_wording(e: ArgError) -> ArgError {
+    let text = match e {
+        ArgError::MissingParameter(p) => format!("Parameter '{p}' is missing"),
+        ArgError::UnknownParameter(p) => format!("Invalid parameter '{p}'"),
+        ArgError::ExpectsBool(p) => format!("Parameter '{p}' expects 'on' or 'off'"),
+        ArgError::InvalidId => "Parameter 'id' expects an identifier\n\
+             Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
+            .into(),
+        other => return other,
+    };
+    ArgError::InvalidNetdev(text)
 }
 
 /// Checks a netdev's JSON as `netdev_add` would: the id, a backend petrel has, and the
@@ -106,10 +124,16 @@ pub fn check_netdev(value: Value) -> Result<Value, ArgError> {
 fn check_members(value: Value) -> Result<Value, ArgError> {
     let kind = value["type"].as_str().unwrap_or_default().to_string();
     let netdev: Netdev = serde_json::from_value(value.clone()).map_err(|e| {
+        let text = e.to_string();
         if value.get("type").is_none() {
             ArgError::MissingParameter("type")
-        } else if e.to_string().contains("unknown variant") {
+        } else if text.contains("unknown variant") {
             ArgError::InvalidNetdevType(kind.clone())
+        } else if let Some(field) = text
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            ArgError::InvalidNetdev(format!("Parameter '{field}' is unexpected"))
         } else {
             ArgError::InvalidNetdev(e.to_string())
         }
@@ -145,10 +169,17 @@ fn opts_to_json(opts: &Opts, skip: &[&str]) -> Result<Value, ArgError> {
         let value = match kind {
             Kind::Str => Value::String(raw.to_string()),
             Kind::Bool => Value::Bool(parse_bool(key, raw)?),
-            Kind::Int => Value::from(parse_u32(key, raw)?),
-            Kind::Size => Value::from(
-                parse_size(raw, 1).map_err(|_| ArgError::ExpectsNumber(key.to_string()))?,
-            ),
+            Kind::Int | Kind::Uint => Value::from(parse_u32(key, raw).map_err(|_| {
+                let what = if matches!(kind, Kind::Int) {
+                    "an int64"
+                } else {
+                    "a uint64"
+                };
+                ArgError::InvalidNetdev(format!("Parameter '{key}' expects {what} value"))
+            })?),
+            Kind::Size => Value::from(parse_size(raw, 1).map_err(|_| {
+                ArgError::InvalidNetdev(format!("Parameter '{key}' expects a size value"))
+            })?),
             Kind::List => {
                 let entry = map
                     .entry(key.to_string())
@@ -173,6 +204,10 @@ pub(crate) fn parse_nic(
     arg: &str,
     index: usize,
 ) -> Result<Option<(Value, DeviceConfig)>, ArgError> {
+    parse_nic_opts(arg, index).map_err(qemu_wording)
+}
+
+fn parse_nic_opts(arg: &str, index: usize) -> Result<Option<(Value, DeviceConfig)>, ArgError> {
     let mut opts = Opts::parse(arg, Some("type"), Syntax::QemuOpts)?;
     if opts.get("type") == Some("none") {
         return Ok(None);
@@ -247,13 +282,35 @@ mod tests {
             err("foo,id=x"),
             "Parameter 'type' does not accept value 'foo'"
         );
-        assert_eq!(err("user"), "parameter 'id' is missing");
-        assert_eq!(err("user,id=1x"), "parameter 'id' expects an identifier");
+        assert_eq!(err("user"), "Parameter 'id' is missing");
+        assert_eq!(err("id=a"), "Parameter 'type' is missing");
+        assert_eq!(
+            err("user,id=1x"),
+            "Parameter 'id' expects an identifier\n\
+             Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
+        );
         assert_eq!(
             err("user,id=a,restrict=maybe"),
-            "parameter 'restrict' expects 'on' or 'off'"
+            "Parameter 'restrict' expects 'on' or 'off'"
         );
-        assert_eq!(err("user,id=a,bogus=1"), "invalid parameter 'bogus'");
+        assert_eq!(err("user,id=a,bogus=1"), "Invalid parameter 'bogus'");
+        assert_eq!(
+            err(r#"{"type": "user", "id": "a", "bogus": 1}"#),
+            "Parameter 'bogus' is unexpected"
+        );
+        assert_eq!(err(r#"{"type": "user"}"#), "Parameter 'id' is missing");
+        assert_eq!(
+            err("tap,id=a,sndbuf=xyz"),
+            "Parameter 'sndbuf' expects a size value"
+        );
+        assert_eq!(
+            err("tap,id=a,queues=x"),
+            "Parameter 'queues' expects a uint64 value"
+        );
+        assert_eq!(
+            err("user,id=a,ipv6-prefixlen=x"),
+            "Parameter 'ipv6-prefixlen' expects an int64 value"
+        );
         assert_eq!(
             err("vde,id=v"),
             "network backend 'vde' is not compiled into this binary"

@@ -17,14 +17,14 @@ use crate::vm::devices::{DeviceError, DeviceManager};
 /// Errors creating a netdev or a NIC.
 #[derive(Debug, thiserror::Error)]
 pub enum NicAttachError {
-    /// A `-netdev` could not be opened.
-    #[error("-netdev {id}: {source}")]
+    /// A `-netdev` could not be opened. The cause is part of the message, not a chained
+    /// source (which would print it twice).
+    #[error("-netdev {id}: {error}")]
     Netdev {
         /// The netdev.
         id: String,
         /// Why.
-        #[source]
-        source: NetdevError,
+        error: NetdevError,
     },
     /// The device model refused its properties.
     #[error("virtio-net-pci: {0}")]
@@ -65,12 +65,12 @@ pub fn build_nics(cfg: &Config, net: &mut NetLayer, env: NicEnv) -> Result<(), N
     for netdev in &cfg.netdevs {
         let id = netdev["id"].as_str().unwrap_or_default().to_string();
         let backend =
-            super::open_backend(netdev, None).map_err(|source| NicAttachError::Netdev {
+            super::open_backend(netdev, None).map_err(|error| NicAttachError::Netdev {
                 id: id.clone(),
-                source,
+                error,
             })?;
         net.add(&id, backend)
-            .map_err(|source| NicAttachError::Netdev { id, source })?;
+            .map_err(|error| NicAttachError::Netdev { id, error })?;
     }
     let NicEnv {
         devices,
@@ -79,7 +79,6 @@ pub fn build_nics(cfg: &Config, net: &mut NetLayer, env: NicEnv) -> Result<(), N
         anonymous_before,
     } = env;
     let mut anonymous = anonymous_before;
-    let mut unnamed = 0;
     let mut default_macs = 0;
     for dev in &cfg.devices {
         let DeviceConfig::VirtioNet(nic) = dev else {
@@ -89,9 +88,10 @@ pub fn build_nics(cfg: &Config, net: &mut NetLayer, env: NicEnv) -> Result<(), N
             Some(id) => (id.clone(), format!("/machine/peripheral/{id}")),
             None => {
                 anonymous += 1;
-                unnamed += 1;
+                // QEMU numbers an unnamed NIC by the NICs of its model before it, named
+                // ones included (`nic0`, then `virtio-net-pci.1`).
                 (
-                    format!("virtio-net-pci.{}", unnamed - 1),
+                    format!("virtio-net-pci.{}", net.nics().len()),
                     format!("/machine/peripheral-anon/device[{}]", anonymous - 1),
                 )
             }
@@ -130,7 +130,8 @@ fn attach(
     let listener_armed = armed.clone();
     let listener_events = events.clone();
     let event_name = nic.id.clone();
-    let event_path = qom_path.clone();
+    // QEMU names the virtio-net device inside the PCI proxy, as query-block's `qdev` does.
+    let event_path = format!("{qom_path}/virtio-backend");
     control.set_filter_listener(Some(Arc::new(move || {
         if NetLayer::filter_event_due(&listener_armed) {
             listener_events.emit(VmEvent::NicRxFilterChanged {
@@ -152,6 +153,7 @@ fn attach(
         control: Arc::new(control),
         filter_event_armed: armed,
         deleted_peer: None,
+        seq: 0,
     });
     Ok(())
 }

@@ -40,9 +40,16 @@ pub enum NetdevError {
     /// `fd=` named a descriptor the monitor does not hold.
     #[error("File descriptor named '{0}' has not been found")]
     FdNotFound(String),
-    /// The backend could not be created.
+    /// The backend could not be created. Its text is the whole message (QEMU's): the
+    /// error is not chained as a source, which would repeat it.
     #[error("{0}")]
-    Backend(#[from] NetError),
+    Backend(NetError),
+}
+
+impl From<NetError> for NetdevError {
+    fn from(e: NetError) -> NetdevError {
+        NetdevError::Backend(e)
+    }
 }
 
 impl NetdevError {
@@ -72,6 +79,8 @@ struct Netdev {
     backend: Option<Box<dyn NetBackend>>,
     /// The NIC it serves, as an index into [`NetLayer::nics`].
     nic: Option<usize>,
+    /// Its place in QEMU's list of net clients (creation order), for `info network`.
+    seq: u64,
 }
 
 impl Netdev {
@@ -97,6 +106,8 @@ pub struct Nic {
     /// The `info network` line of a peer deleted with `netdev_del` while in use: QEMU keeps
     /// showing it under the NIC, whose link stays down.
     deleted_peer: Option<String>,
+    /// Its place in QEMU's list of net clients; [`NetLayer::add_nic`] sets it.
+    seq: u64,
 }
 
 /// The netdevs and NICs of the machine.
@@ -104,6 +115,10 @@ pub struct Nic {
 pub struct NetLayer {
     netdevs: Vec<Netdev>,
     nics: Vec<Nic>,
+    /// The next net client's place in creation order: QEMU's `info network` lists net
+    /// clients in the order they were created (the command line's netdevs, then the NICs,
+    /// then netdevs added at run time), not NICs first.
+    next_seq: u64,
 }
 
 impl NetLayer {
@@ -112,14 +127,21 @@ impl NetLayer {
         if self.netdevs.iter().any(|n| n.id == id) {
             return Err(NetdevError::DuplicateId(id.to_string()));
         }
+        let seq = self.next_seq();
         self.netdevs.push(Netdev {
             id: id.to_string(),
             kind: backend.kind(),
             info: backend.info(),
             backend: Some(backend),
             nic: None,
+            seq,
         });
         Ok(())
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
     }
 
     /// Hands netdev `id`'s backend to the next NIC, which [`NetLayer::add_nic`] records.
@@ -131,7 +153,8 @@ impl NetLayer {
     }
 
     /// Records a NIC.
-    pub fn add_nic(&mut self, nic: Nic) {
+    pub fn add_nic(&mut self, mut nic: Nic) {
+        nic.seq = self.next_seq();
         self.nics.push(nic);
     }
 

@@ -88,16 +88,17 @@ impl NetLayer {
         Ok(out)
     }
 
-    /// HMP `info network`: each NIC with its peer under it, then the netdevs no NIC uses.
+    /// HMP `info network`: the net clients in creation order, as QEMU walks them: a NIC
+    /// with its peer under it, a netdev that serves no NIC on its own line.
     fn info_network(&self) -> String {
-        let mut text = String::new();
+        let mut entries: Vec<(u64, String)> = Vec::new();
         for (i, nic) in self.nics.iter().enumerate() {
             let m = nic.mac;
-            text.push_str(&format!(
+            let mut text = format!(
                 "{}: index=0,type=nic,model=virtio-net-pci,macaddr=\
                  {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\r\n",
                 nic.name, m[0], m[1], m[2], m[3], m[4], m[5]
-            ));
+            );
             let peer = self
                 .netdevs
                 .iter()
@@ -107,11 +108,12 @@ impl NetLayer {
             if let Some(peer) = peer {
                 text.push_str(&format!(" \\ {peer}\r\n"));
             }
+            entries.push((nic.seq, text));
         }
         for netdev in self.netdevs.iter().filter(|n| n.nic.is_none()) {
-            text.push_str(&netdev.line());
-            text.push_str("\r\n");
+            entries.push((netdev.seq, format!("{}\r\n", netdev.line())));
         }
-        text
+        entries.sort_by_key(|(seq, _)| *seq);
+        entries.into_iter().map(|(_, text)| text).collect()
     }
 }

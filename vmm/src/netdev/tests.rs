@@ -71,6 +71,7 @@ fn layer() -> (NetLayer, Arc<FakeNic>) {
         control: fake.clone(),
         filter_event_armed: Arc::new(AtomicBool::new(false)),
         deleted_peer: None,
+        seq: 0,
     });
     (net, fake)
 }
@@ -88,10 +89,17 @@ fn info_network_as_qemu_prints_it() {
     assert!(fake.has_backend.load(Ordering::SeqCst));
     assert_eq!(
         text(&mut net),
-        "nic0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \
-         \\ u0: index=0,type=user,net=10.0.2.0,restrict=off\r\n\
-         u1: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+        // Creation order, as QEMU lists its net clients: u0 (shown under its NIC), u1,
+        // nic0; a netdev added later comes after the NIC.
+        "u1: index=0,type=user,net=10.0.2.0,restrict=off\r\n\
+         nic0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \
+         \\ u0: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
     );
+    net.add("u2", Box::new(FakeBackend("socket"))).unwrap();
+    assert!(text(&mut net).ends_with(
+        "\\ u0: index=0,type=user,net=10.0.2.0,restrict=off\r\n\
+         u2: index=0,type=socket,net=10.0.2.0,restrict=off\r\n"
+    ));
 }
 
 #[test]
