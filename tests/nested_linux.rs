@@ -73,6 +73,13 @@ fn only_boot(t: &Transcript) -> petrel_tests::nested::L2Boot {
     boot
 }
 
+/// The value of L2's `key: value` line (the first), or a panic with the console.
+fn value(boot: &petrel_tests::nested::L2Boot, key: &str, t: &Transcript) -> String {
+    boot.value(&format!("{key}:"))
+        .unwrap_or_else(|| panic!("no '{key}:' line\n{}", t.dump()))
+        .to_string()
+}
+
 /// Asserts that `guest` (an L2 clock reading in whole seconds, printed on the line `line`)
 /// is within 5 s of the host's time. The reading happened before the line reached the host,
 /// at most `TRANSIT` earlier (the console path L2 -> petrel -> L1 -> L0 -> here carries a line
@@ -104,11 +111,7 @@ fn linux_sees_two_cpus_512m_and_the_host_time() {
     let t = smp2_run();
     t.assert_petrel_exit(0);
     let boot = only_boot(t);
-    let get = |key: &str| {
-        boot.value(&format!("{key}:"))
-            .unwrap_or_else(|| panic!("no '{key}:' line\n{}", t.dump()))
-            .to_string()
-    };
+    let get = |key: &str| value(&boot, key, t);
 
     assert_eq!(get("nproc"), "2", "{}", t.dump());
     assert_eq!(get("cpus-online"), "0-1", "{}", t.dump());
@@ -470,6 +473,29 @@ dmesg -r | grep '^<[0-4]>' | sed 's/^/dmesg: /'
     )
 }
 
+/// Asserts that none of `dmesg` (L2 kernel lines with their `<level>` prefix, picked for one
+/// device class, `what`) is a warning or worse or speaks of an error, a failure, a timeout or
+/// a (transmit) watchdog.
+fn assert_no_trouble(what: &str, dmesg: &[&str], t: &Transcript) {
+    let bad: Vec<&&str> = dmesg
+        .iter()
+        .filter(|l| {
+            let lower = l.to_lowercase();
+            ["<0>", "<1>", "<2>", "<3>", "<4>"]
+                .iter()
+                .any(|lvl| l.starts_with(lvl))
+                || ["error", "fail", "timeout", "timed out", "watchdog"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "L2's kernel logged {what} problems: {bad:#?}\n{}",
+        t.dump()
+    );
+}
+
 /// Reads `len` bytes of `path` at `offset`.
 fn read_at(path: &std::path::Path, offset: u64, len: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
@@ -517,11 +543,7 @@ fn linux_writes_reach_a_host_raw_image_through_virtio_blk() {
     eprintln!("nested virtio-blk run: {:.1} s", t.elapsed.as_secs_f64());
     t.assert_petrel_exit(0);
     let boot = only_boot(&t);
-    let get = |key: &str| {
-        boot.value(&format!("{key}:"))
-            .unwrap_or_else(|| panic!("no '{key}:' line\n{}", t.dump()))
-            .to_string()
-    };
+    let get = |key: &str| value(&boot, key, &t);
 
     // What L2 saw of the disk.
     assert_eq!(get("sys"), "/sys/block/vda", "{}", t.dump());
@@ -597,24 +619,194 @@ fn linux_writes_reach_a_host_raw_image_through_virtio_blk() {
         "no virtio_blk capacity message for vda\n{}",
         t.dump()
     );
-    let bad: Vec<&&str> = blk_dmesg
-        .iter()
-        .filter(|l| {
-            let lower = l.to_lowercase();
-            ["<0>", "<1>", "<2>", "<3>", "<4>"]
-                .iter()
-                .any(|lvl| l.starts_with(lvl))
-                || lower.contains("error")
-                || lower.contains("fail")
-                || lower.contains("timeout")
-                || lower.contains("timed out")
-        })
-        .collect();
+    assert_no_trouble("virtio/block", &blk_dmesg, &t);
+    // The first boot with a PCI device: the platform check of the shared run applies too.
+    assert_no_platform_warnings(&boot, &t);
+}
+
+/// Port of the HTTP server in L1 for [`linux_fetches_a_file_over_user_networking`]: L1's
+/// loopback, which L2 reaches through petrel's slirp as 10.0.2.2 (nothing else listens in L1).
+const NET_HTTP_PORT: u16 = 8080;
+/// Size of the file L2 fetches: 4 MiB, about 2900 full TCP segments, so L2's 256-entry rx
+/// queue wraps many times (measured: about 1.5 s of L2's time).
+const NET_BLOB_SIZE: usize = 4 << 20;
+
+/// The file L2 fetches: xorshift64* bytes, so that no offset, truncation or repeated segment
+/// goes unnoticed (a pattern with a short period would hide a shifted copy).
+fn net_blob() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(NET_BLOB_SIZE);
+    while out.len() < NET_BLOB_SIZE {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(NET_BLOB_SIZE);
+    out
+}
+
+/// The host's `sha256sum` of `data`, in hex.
+fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data)
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// L2 command for the network test: eth0 up, a lease from petrel's DHCP server (busybox
+/// udhcpc with a script of our own: the initramfs has no default one), then a wget of the
+/// file L1's httpd serves on the user network's host address. Times are L2's uptime.
+fn net_l2_command() -> String {
+    format!(
+        r#"
+up() {{ cut -d' ' -f1 /proc/uptime; }}
+cat > /tmp/u.sh <<'E'
+#!/bin/sh
+[ "$1" = bound ] || exit 0
+ip addr add $ip/$mask dev $interface
+ip route add default via $router dev $interface
+echo "lease: ip=$ip mask=$mask router=$router dns=$dns server=$serverid"
+E
+chmod +x /tmp/u.sh
+echo "driver: $(basename $(readlink /sys/class/net/eth0/device/driver))"
+echo "mac: $(cat /sys/class/net/eth0/address)"
+t0=$(up)
+ip link set eth0 up
+udhcpc -i eth0 -f -q -n -t 10 -T 1 -s /tmp/u.sh >/tmp/dhcp.log 2>&1
+echo "udhcpc-rc: $?"
+grep lease: /tmp/dhcp.log
+t1=$(up)
+echo "route: $(ip route | grep "^default")"
+wget -q -O /tmp/blob http://10.0.2.2:{NET_HTTP_PORT}/blob
+echo "wget-rc: $?"
+t2=$(up)
+echo "size: $(wc -c < /tmp/blob)"
+echo "sha256: $(sha256sum /tmp/blob | cut -d' ' -f1)"
+awk "BEGIN {{ printf \"l2-secs: dhcp=%.2f fetch=%.2f\n\", $t1-$t0, $t2-$t1 }}"
+echo "eth0: $(grep eth0: /proc/net/dev)"
+dmesg -r | grep -E 'virtio|eth0|failover' | sed 's/^/net-dmesg: /'
+dmesg -r | grep '^<[0-4]>' | sed 's/^/dmesg: /'
+"#
+    )
+}
+
+/// The acceptance test for networking: L2 Linux on petrel's user networking (`-netdev
+/// user,id=n0 -device virtio-net-pci,netdev=n0`) brings eth0 up by DHCP and fetches a 4 MiB
+/// file over HTTP from 10.0.2.2, the user network's host address. "The host" is L1 here:
+/// slirp inside petrel connects to L1's loopback, where busybox httpd serves a file the test
+/// put into L1's initramfs (forwarding on to L0 would add L0's own slirp and L1's network
+/// under TCG to the path without testing more of petrel). The host compares size and SHA-256
+/// with what L2 printed. petrel in L1 is dynamically linked against libslirp and glib: the
+/// harness carries the libraries `ldd` lists, so this run also proves they load in L1.
+#[test]
+fn linux_fetches_a_file_over_user_networking() {
+    let blob = net_blob();
+    let want_sha = sha256_hex(&blob);
+    let run = nested()
+        .petrel_args(["-smp", "1", "-m", "256M"])
+        .petrel_args(CPU)
+        .petrel_args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,id=nic0",
+        ])
+        .l1_file("nested/www/blob", &blob)
+        .l1_httpd(NET_HTTP_PORT)
+        .l2_command(&net_l2_command())
+        .spawn();
+    let t = run.finish();
+    t.assert_petrel_exit(0);
+    let boot = only_boot(&t);
+    let get = |key: &str| value(&boot, key, &t);
+    let at = |key: &str| {
+        boot.line(&format!("{key}:"))
+            .map_or(f64::NAN, |l| l.at.as_secs_f64())
+    };
+    eprintln!(
+        "nested virtio-net run: {:.1} s (L2 /init at {:.1} s, lease at {:.1} s, fetched at \
+         {:.1} s since L0 started; L2's own clock: {})",
+        t.elapsed.as_secs_f64(),
+        boot.init.as_ref().map_or(f64::NAN, |l| l.at.as_secs_f64()),
+        at("lease"),
+        at("wget-rc"),
+        boot.value("l2-secs:").unwrap_or("?"),
+    );
     assert!(
-        bad.is_empty(),
-        "L2's kernel logged virtio/block problems: {bad:#?}\n{}",
+        t.line("L1-HTTPD failed").is_none(),
+        "L1's httpd did not start\n{}",
         t.dump()
     );
-    // The first boot with a PCI device: the platform check of the shared run applies too.
+
+    // What L2 printed, line by line: the device and its driver; the lease slirp's DHCP
+    // server gives (QEMU's defaults: 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3, server
+    // 10.0.2.2); the file, whole and intact.
+    let size = NET_BLOB_SIZE.to_string();
+    let expected = [
+        ("driver", "virtio_net"),
+        ("mac", "52:54:00:12:34:56"),
+        ("udhcpc-rc", "0"),
+        (
+            "lease",
+            "ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3 server=10.0.2.2",
+        ),
+        ("wget-rc", "0"),
+        ("size", size.as_str()),
+        ("sha256", want_sha.as_str()),
+    ];
+    for (key, want) in expected {
+        assert_eq!(get(key), want, "L2's '{key}:' line\n{}", t.dump());
+    }
+    assert!(
+        get("route").starts_with("default via 10.0.2.2 dev eth0"),
+        "{}",
+        t.dump()
+    );
+
+    // eth0's counters: /proc/net/dev "eth0: rx_bytes rx_packets rx_errs rx_drop rx_fifo
+    // rx_frame rx_compressed rx_multicast tx_bytes tx_packets tx_errs tx_drop ...".
+    let counters: Vec<u64> = get("eth0")
+        .trim_start_matches("eth0:")
+        .split_whitespace()
+        .map(|n| n.parse().expect("a /proc/net/dev counter"))
+        .collect();
+    assert!(counters.len() >= 12, "{counters:?}\n{}", t.dump());
+    assert!(
+        counters[0] >= NET_BLOB_SIZE as u64,
+        "eth0 received only {} bytes\n{}",
+        counters[0],
+        t.dump()
+    );
+    assert_eq!(
+        (counters[2], counters[10], counters[11]),
+        (0, 0, 0),
+        "eth0 rx errors, tx errors, tx drops: {counters:?}\n{}",
+        t.dump()
+    );
+
+    // L2's kernel logged no virtio or network trouble.
+    let net_dmesg = boot.values("net-dmesg: ");
+    eprintln!(
+        "L2 virtio/network kernel messages:\n{}",
+        net_dmesg.join("\n")
+    );
+    assert_no_trouble("virtio/network", &net_dmesg, &t);
     assert_no_platform_warnings(&boot, &t);
 }

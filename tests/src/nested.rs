@@ -121,6 +121,8 @@ pub struct Nested {
     default_l2_args: bool,
     disks: Vec<PathBuf>,
     qmp_port: Option<u16>,
+    l1_files: Vec<(String, Vec<u8>)>,
+    l1_httpd: Option<u16>,
     timeout: Duration,
 }
 
@@ -139,6 +141,8 @@ impl Nested {
             default_l2_args: true,
             disks: Vec::new(),
             qmp_port: None,
+            l1_files: Vec::new(),
+            l1_httpd: None,
             timeout: NESTED_TIMEOUT,
         }
     }
@@ -195,6 +199,26 @@ impl Nested {
     /// 10.0.2.15/24) so a QMP server petrel opens there is reachable from the test.
     pub fn qmp_port(mut self, port: u16) -> Self {
         self.qmp_port = Some(port);
+        self
+    }
+
+    /// A file for L1's root file system (in the per-run archive), at `path` relative to `/`
+    /// (e.g. `nested/www/blob`, which [`Nested::l1_httpd`] serves as `/blob`).
+    pub fn l1_file(mut self, path: &str, data: &[u8]) -> Self {
+        let path = path.trim_start_matches('/');
+        assert!(
+            !path.is_empty() && !path.starts_with("nested/args") && !path.starts_with("nested/env"),
+            "bad L1 file path {path:?}"
+        );
+        self.l1_files.push((path.to_string(), data.to_vec()));
+        self
+    }
+
+    /// Runs busybox `httpd` in L1 on 127.0.0.1:`port`, serving `/nested/www` (files added with
+    /// [`Nested::l1_file`]), before petrel starts. A guest on petrel's user network (slirp)
+    /// reaches it as 10.0.2.2:`port`: slirp connects to L1's loopback for that address.
+    pub fn l1_httpd(mut self, port: u16) -> Self {
+        self.l1_httpd = Some(port);
         self
     }
 
@@ -388,6 +412,12 @@ impl Nested {
         }
         if self.qmp_port.is_some() {
             cpio.file("nested/net", 0o644, b"");
+        }
+        for (path, data) in &self.l1_files {
+            cpio.file(path, 0o644, data);
+        }
+        if let Some(port) = self.l1_httpd {
+            cpio.file("nested/httpd", 0o644, format!("{port}\n").as_bytes());
         }
         cpio.finish()
     }
