@@ -14,8 +14,14 @@ Measures, for each VMM:
   - virtio-blk: the guest's blkbench scenario (sequential 64 KiB reads at queue depth 4, random
     4 KiB reads at queue depth 32) on a 256 MiB raw and qcow2 image (fully allocated, in the host
     page cache), with `-device virtio-blk-pci`; the limit is the host reading the same file with
-    the same pattern (one pread per block, one thread).
-Prints a markdown report; --write updates docs/benchmarks.md.
+    the same pattern (one pread per block, one thread);
+  - virtio-net: the guest's netblast scenario (UDP frames of 1514 and 60 bytes as fast as the
+    guest can post them) with `-device virtio-net-pci`, over a tap in a network namespace the
+    bench creates (root; the VMM and the receiver run inside it) and over user networking (slirp)
+    to 10.0.2.2:PORT, a host UDP socket on 127.0.0.1:PORT; the host receiver is
+    resources/guest/net-host.py udp-count, whose count of datagrams and bytes gives the rates.
+Prints a markdown report; --write updates docs/benchmarks.md. petrel and qmp-rtt are taken
+from $CARGO_TARGET_DIR/release/ (target/release/ when it is not set).
 """
 
 import argparse
@@ -30,10 +36,12 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 KERNEL = os.path.join(ROOT, "resources", "out", "petrel-guest.elf")
-PETREL = os.path.join(ROOT, "target", "release", "petrel")
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+PETREL = os.path.join(TARGET, "release", "petrel")
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 RAM_MIB = 256
-QMP_RTT = os.path.join(ROOT, "target", "release", "qmp-rtt")
+QMP_RTT = os.path.join(TARGET, "release", "qmp-rtt")
+NET_HOST = os.path.join(ROOT, "resources", "guest", "net-host.py")
 
 
 def petrel_cmd(append):
@@ -75,12 +83,16 @@ class Run:
             if not chunk:
                 break
             self.buf += chunk
+            # Every whole line of the chunk, so that lines after the one looked for are kept.
+            found = None
             while b"\n" in self.buf:
                 raw, self.buf = self.buf.split(b"\n", 1)
                 line = raw.decode(errors="replace").rstrip("\r")
                 self.lines.append((now, line))
-                if line.startswith(prefix):
-                    return now
+                if found is None and line.startswith(prefix):
+                    found = now
+            if found is not None:
+                return found
         raise RuntimeError(f"no '{prefix}' line from {self.proc.args[0]}: "
                            f"{[l for _, l in self.lines][-5:]}")
 
@@ -321,16 +333,172 @@ file with the same pattern through the page cache:
 """ + "\n".join(rows) + "\n"
 
 
+NET_SIZES = (1514, 60)
+# The tap's network: the namespace's end and the guest's static address.
+NET_TAP_HOST = "10.9.0.1"
+NET_TAP_GUEST = "10.9.0.2"
+NET_TAP_NETDEV = "tap,id=n0,ifname=ptap0,script=no,downscript=no"
+
+
+class NetNamespace:
+    """A network namespace of the bench's own with a persistent tap `ptap0` (10.9.0.1/24, up)
+    that each VMM opens in turn; deleted on exit."""
+
+    def __init__(self):
+        self.name = f"petrel-bench-{os.getpid()}"
+
+    def __enter__(self):
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        try:
+            for cmd in (["link", "set", "lo", "up"],
+                        ["tuntap", "add", "dev", "ptap0", "mode", "tap"],
+                        ["addr", "add", f"{NET_TAP_HOST}/24", "dev", "ptap0"],
+                        ["link", "set", "ptap0", "up"]):
+                subprocess.run(["ip", "-n", self.name] + cmd, check=True)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+    def exec(self):
+        return ["ip", "netns", "exec", self.name]
+
+
+def tap_available():
+    return os.geteuid() == 0 and os.path.exists("/dev/net/tun") and shutil.which("ip")
+
+
+def free_udp_port():
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def net_run(cmd, backend, size, frames, ns):
+    """One netblast run: the guest's pps and what the host receiver counted."""
+    port = free_udp_port()
+    prefix = ns.exec() if backend == "tap" else []
+    receiver = subprocess.Popen(prefix + [sys.executable, NET_HOST, "udp-count", str(port), "1.0"]
+                                + (["--any"] if backend == "tap" else []),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    vmm = None
+    try:
+        ready, _, _ = select.select([receiver.stdout], [], [], 10)
+        if not ready or receiver.stdout.readline().strip() != "ready":
+            raise RuntimeError("net-host.py udp-count did not get ready")
+        if backend == "tap":
+            peer, netdev, extra = NET_TAP_HOST, NET_TAP_NETDEV, f" petrel.net.ip={NET_TAP_GUEST}"
+        else:
+            peer, netdev, extra = "10.0.2.2", "user,id=n0", ""
+        append = (f"petrel.test=netblast petrel.net.peer={peer}:{port} petrel.net.frames={frames} "
+                  f"petrel.net.size={size}{extra}")
+        vmm = Run(prefix + cmd(append) + ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"])
+        vmm.wait_line("netblast: pps=", timeout=120)
+        vmm.wait_line("status: ", timeout=30)
+        vmm.finish()
+        out, _ = receiver.communicate(timeout=130)
+    finally:
+        if vmm is not None:
+            vmm.kill()
+        if receiver.returncode is None:
+            receiver.kill()
+            receiver.wait()
+    lines = [l for _, l in vmm.lines]
+    pps = [l for l in lines if l.startswith("netblast: pps=")][0]
+    guest = dict(kv.split("=") for kv in pps.split()[1:])
+    status = [l for l in lines if l.startswith("status: ")][0]
+    host = dict(kv.split("=") for kv in out.split())
+    n, secs = int(host["datagrams"]), float(host["secs"])
+    if (status != "status: 0" or n == 0 or int(host["bad"]) != 0 or int(host["unique"]) != n
+            or int(host["bytes"]) != n * (size - 42)):
+        raise RuntimeError(f"{cmd('')[0]} {backend} {size}: {status}, host: {out.strip()}")
+    return {
+        "guest_pps": int(guest["pps"]),
+        "host_fps": n / secs if secs > 0 else 0.0,
+        "host_bps": int(host["bytes"]) / secs if secs > 0 else 0.0,
+        "delivered": n / frames,
+    }
+
+
+def net(runs, frames):
+    """Medians per (backend, size, VMM) of `runs` netblast runs, the two VMMs alternating (and
+    which goes first alternating too) so both see the same machine."""
+    import contextlib
+    backends = ["tap", "user"] if tap_available() else ["user"]
+    vmms = {"petrel": petrel_cmd, "qemu": lambda a: qemu_cmd(a, pcie=True)}
+    out = {}
+    with (NetNamespace() if "tap" in backends else contextlib.nullcontext()) as ns:
+        for backend in backends:
+            for size in NET_SIZES:
+                samples = {"petrel": [], "qemu": []}
+                for i in range(runs):
+                    for name in (("petrel", "qemu") if i % 2 == 0 else ("qemu", "petrel")):
+                        samples[name].append(net_run(vmms[name], backend, size, frames, ns))
+                out[(backend, size)] = {
+                    vmm: {k: statistics.median(s[k] for s in v) for k in v[0]} | {
+                        "fps_min": min(s["host_fps"] for s in v),
+                        "fps_max": max(s["host_fps"] for s in v),
+                        "delivered_min": min(s["delivered"] for s in v)}
+                    for vmm, v in samples.items()}
+    return out, backends
+
+
+def net_report(results, runs, frames):
+    results, backends = results
+    rows = []
+    for (backend, size), m in results.items():
+        p, q = m["petrel"], m["qemu"]
+        what = f"{backend}, {size}-byte frames"
+        rows.append(f"| {what}: host frames/s | {p['host_fps']:.0f} ({p['fps_min']:.0f}-"
+                    f"{p['fps_max']:.0f}) | {q['host_fps']:.0f} ({q['fps_min']:.0f}-"
+                    f"{q['fps_max']:.0f}) | {p['host_fps'] / q['host_fps']:.2f} | ≥ 1.0 |")
+        rows.append(f"| {what}: host MB/s (UDP payload) | {p['host_bps'] / 1e6:.1f} | "
+                    f"{q['host_bps'] / 1e6:.1f} | {p['host_bps'] / q['host_bps']:.2f} | ≥ 1.0 |")
+        rows.append(f"| {what}: guest pps | {p['guest_pps']:.0f} | {q['guest_pps']:.0f} | "
+                    f"{p['guest_pps'] / q['guest_pps']:.2f} | ≥ 1.0 |")
+        rows.append(f"| {what}: frames delivered, % (lowest) | {100 * p['delivered']:.1f} "
+                    f"({100 * p['delivered_min']:.1f}) | {100 * q['delivered']:.1f} "
+                    f"({100 * q['delivered_min']:.1f}) | | |")
+    skipped = "" if "tap" in backends else \
+        "\nThe tap rows need root, /dev/net/tun and `ip`: skipped in this run.\n"
+    return f"""
+virtio-net (`-device virtio-net-pci`, QEMU `-M microvm,pcie=on`), the guest's `netblast`
+({frames} UDP frames per run, sent as fast as the guest posts them), medians of {runs} runs per
+VMM taken alternately (host frames/s: the median, then the range). tap: `-netdev
+{NET_TAP_NETDEV}` in a network namespace of the bench's own, the receiver on
+{NET_TAP_HOST} in it; user: `-netdev user,id=n0`, the guest sends to 10.0.2.2:PORT, the receiver
+is a UDP socket on 127.0.0.1:PORT. "host" rates are what the receiver
+(`resources/guest/net-host.py udp-count`, one Python thread) counted between its first and last
+datagram; "guest pps" is the guest's own figure (frames posted and completed per second);
+"delivered" is the share of the frames the receiver got (the others were dropped on the way:
+by the VMM's backend, or by the host's socket or backlog limits).
+{skipped}
+| workload | petrel | QEMU | petrel / QEMU | target |
+|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--io-iters", type=int, default=200000)
     ap.add_argument("--qmp-calls", type=int, default=20000)
     ap.add_argument("--blk-runs", type=int, default=5)
-    ap.add_argument("--only", choices=["blk"], help="run only this group")
+    ap.add_argument("--net-runs", type=int, default=7)
+    ap.add_argument("--net-frames", type=int, default=100000)
+    ap.add_argument("--only", choices=["blk", "net"], help="run only this group")
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = ap.parse_args()
-    for path in (PETREL, KERNEL, QEMU, QMP_RTT):
+    groups = [args.only] if args.only else ["base", "blk", "net"]
+    needed = [PETREL, KERNEL, QEMU] + ([QMP_RTT] if "base" in groups else []) + \
+        ([NET_HOST] if "net" in groups else [])
+    for path in needed:
         if not os.path.exists(path):
             sys.exit(f"bench: missing {path}")
 
@@ -342,9 +510,12 @@ def main():
 Machine: {os.cpu_count()} CPUs, KVM-PVM; {qemu_version}. Guest: the project's test
 kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB.
 """
-    if not args.only:
+    if "base" in groups:
         report += base_report(args)
-    report += blk_report(blk(args.blk_runs), args.blk_runs)
+    if "blk" in groups:
+        report += blk_report(blk(args.blk_runs), args.blk_runs)
+    if "net" in groups:
+        report += net_report(net(args.net_runs, args.net_frames), args.net_runs, args.net_frames)
     print(report)
     if args.write:
         doc = os.path.join(ROOT, "docs", "benchmarks.md")
