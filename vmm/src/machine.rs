@@ -16,10 +16,13 @@ use crate::api::{
     self, ApiError, ApiRequest, CpuSlot, EventSink, RunStatus, StatusCell, VmEvent, VmmAction,
     VmmData,
 };
+use crate::balloon::attach::{build_balloon, BalloonAttachError};
+use crate::balloon::{BalloonError, BalloonLayer};
 use crate::blockdev::attach::{build_disks, AttachError, VmDiskEvents};
 use crate::blockdev::{BlockLayer, BlockdevError};
 use crate::chardev::{Chardev, ChardevError};
 use crate::cli::{ChardevBackend, ChardevSpec, Config};
+use crate::dump::{DumpEnv, DumpLayer};
 use crate::event_loop::api::ApiSubscriber;
 use crate::event_loop::lifecycle::{Lifecycle, PowerEvents};
 use crate::event_loop::serial_input::SerialInput;
@@ -83,6 +86,9 @@ pub enum MachineError {
     /// A disk could not be opened or attached.
     #[error(transparent)]
     Disk(#[from] AttachError),
+    /// The balloon could not be created.
+    #[error(transparent)]
+    Balloon(#[from] BalloonAttachError),
     /// A QMP monitor could not be set up.
     #[error(transparent)]
     Frontend(#[from] frontend::FrontendError),
@@ -249,6 +255,10 @@ fn setup_and_run(
         Ok(p) => p,
         Err(e) => return Err(fail(e, notifier)),
     };
+    let balloon = match build_balloon(cfg, &mut devices, &mem, frontend.events()) {
+        Ok(b) => b,
+        Err(e) => return Err(fail(e.into(), notifier)),
+    };
 
     let actions: ActionSlot = Arc::new(Mutex::new(Vec::new()));
     let vcpu_events = VcpuEvents::new().map_err(io_err)?;
@@ -300,6 +310,7 @@ fn setup_and_run(
         net,
         run_state,
         vcpu_events,
+        balloon,
         vm: Some(vm),
         status,
         status_cell,
@@ -307,6 +318,7 @@ fn setup_and_run(
         no_reboot: cfg.no_reboot,
         no_shutdown: cfg.no_shutdown,
         has_monitors: frontend.has_monitors(),
+        dump: DumpLayer::new(frontend.events()),
     };
 
     let code = loop {
@@ -345,6 +357,7 @@ struct Machine {
     net: NetLayer,
     run_state: Arc<RunState>,
     vcpu_events: Arc<VcpuEvents>,
+    balloon: BalloonLayer,
     vm: Option<Vm>,
     status: RunStatus,
     status_cell: Arc<StatusCell>,
@@ -352,6 +365,7 @@ struct Machine {
     no_reboot: bool,
     no_shutdown: bool,
     has_monitors: bool,
+    dump: DumpLayer,
 }
 
 impl Machine {
@@ -482,6 +496,22 @@ impl Machine {
                 Ok(VmmData::Empty)
             }
             VmmAction::QueryPci => Ok(VmmData::Pci(self.query_pci())),
+            VmmAction::Balloon(req) => match self.balloon.serve(*req) {
+                Ok(Some(data)) => Ok(VmmData::Balloon(data)),
+                Ok(None) => Ok(VmmData::Empty),
+                Err(e @ BalloonError::NotActive) => Err(ApiError::DeviceNotActive(e.to_string())),
+                Err(e) => Err(ApiError::Failed(e.to_string())),
+            },
+            VmmAction::Dump(req) => {
+                // A dump answers when it is written unless detached: the layer keeps `reply`.
+                let env = DumpEnv {
+                    vcpus: self.vm.as_ref().map_or(&[], |vm| vm.vcpus()),
+                    run_state: &self.run_state,
+                    mem: &self.mem,
+                };
+                self.dump.serve(*req, &env, reply);
+                return Ok(None);
+            }
             VmmAction::Net(req) => match self.net.serve(*req) {
                 Ok(Some(data)) => Ok(VmmData::Net(data)),
                 Ok(None) => Ok(VmmData::Empty),
@@ -614,6 +644,10 @@ impl Machine {
                 .or_else(|| {
                     let nics = self.net.nics();
                     nics.iter().find(|n| n.devfn == devfn)?.id.clone()
+                })
+                .or_else(|| {
+                    let balloon = self.balloon.device()?;
+                    (balloon.devfn == devfn).then(|| balloon.id.clone())?
                 })
         };
         self.devices.pci().query(&ids)

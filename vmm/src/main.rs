@@ -1,9 +1,11 @@
 //! The petrel binary: a KVM virtual machine monitor with a QEMU-compatible command line.
 
 mod api;
+mod balloon;
 mod blockdev;
 mod chardev;
 mod cli;
+mod dump;
 mod event_loop;
 mod frontend;
 mod logger;

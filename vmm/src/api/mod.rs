@@ -2,7 +2,9 @@
 //! back. Requests travel to the control loop over a channel plus an eventfd, each with its own
 //! reply function, so front ends never touch VMM state directly.
 
+pub mod balloon;
 pub mod block;
+pub mod dump;
 pub mod net;
 pub mod pci;
 
@@ -143,8 +145,12 @@ pub enum VmmAction {
     IoErrorStop,
     /// The PCI buses and functions.
     QueryPci,
+    /// A balloon or guest-RAM operation.
+    Balloon(Box<balloon::BalloonRequest>),
     /// A network operation.
     Net(Box<net::NetRequest>),
+    /// A memory dump operation.
+    Dump(Box<dump::DumpRequest>),
 }
 
 /// What the VMM answers.
@@ -162,8 +168,12 @@ pub enum VmmData {
     Block(block::BlockData),
     /// `QueryPci`.
     Pci(Vec<pci::PciFunctionInfo>),
+    /// A balloon or guest-RAM answer.
+    Balloon(balloon::BalloonData),
     /// A network answer.
     Net(net::NetData),
+    /// A dump answer.
+    Dump(dump::DumpData),
 }
 
 /// Why an operation failed; the message is what clients see.
@@ -175,6 +185,9 @@ pub enum ApiError {
     /// The device named does not exist (QMP's `DeviceNotFound`).
     #[error("{0}")]
     DeviceNotFound(String),
+    /// The device the operation needs is not there (QMP's `DeviceNotActive`).
+    #[error("{0}")]
+    DeviceNotActive(String),
 }
 
 /// The reply function of one request.
@@ -212,6 +225,11 @@ pub enum VmEvent {
         /// Guest RTC minus host time.
         offset: i64,
     },
+    /// The balloon driver changed the balloon's size.
+    BalloonChange {
+        /// The guest's memory in bytes, balloon deducted (as `query-balloon` reports it).
+        actual: i64,
+    },
     /// A disk request failed on the host.
     BlockIoError(petrel_devices::virtio::block::IoErrorReport),
     /// A guest changed a NIC's receive filter (sent once until `query-rx-filter` re-arms it).
@@ -220,6 +238,13 @@ pub enum VmEvent {
         name: Option<String>,
         /// The NIC's QOM path.
         path: String,
+    },
+    /// A dump ended (DUMP_COMPLETED).
+    DumpCompleted {
+        /// Its final progress.
+        result: dump::DumpProgress,
+        /// Why it failed.
+        error: Option<String>,
     },
     /// A write went past a node's write threshold.
     BlockWriteThreshold {

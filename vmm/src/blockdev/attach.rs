@@ -67,7 +67,7 @@ pub fn build_disks(
         .iter()
         .filter_map(|d| match d {
             DeviceConfig::VirtioBlk(b) => Some(b.clone()),
-            DeviceConfig::VirtioNet(_) => None,
+            DeviceConfig::VirtioNet(_) | DeviceConfig::Balloon(_) => None,
         })
         .collect();
     wanted.extend(

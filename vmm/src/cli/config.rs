@@ -167,6 +167,8 @@ pub enum DeviceConfig {
     VirtioBlk(VirtioBlkConfig),
     /// `virtio-net-pci`.
     VirtioNet(VirtioNetConfig),
+    /// `virtio-balloon-pci`.
+    Balloon(VirtioBalloonConfig),
 }
 
 impl DeviceConfig {
@@ -175,6 +177,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::VirtioBlk(c) => c.id.as_deref(),
             DeviceConfig::VirtioNet(c) => c.id.as_deref(),
+            DeviceConfig::Balloon(c) => c.id.as_deref(),
         }
     }
 }
@@ -188,6 +191,19 @@ pub struct VirtioNetConfig {
     pub netdev: Option<String>,
     /// `mac=`; QEMU's default otherwise (52:54:00:12:34:56 plus the NIC's index).
     pub mac: Option<[u8; 6]>,
+    /// `addr=`: the slot (and function 0) on bus 0.
+    pub slot: Option<u8>,
+}
+
+/// `-device virtio-balloon-pci,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioBalloonConfig {
+    /// `id=`.
+    pub id: Option<String>,
+    /// `deflate-on-oom=`: offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM (QEMU: off).
+    pub deflate_on_oom: bool,
+    /// `page-poison=`: offer VIRTIO_BALLOON_F_PAGE_POISON (QEMU: on).
+    pub page_poison: bool,
     /// `addr=`: the slot (and function 0) on bus 0.
     pub slot: Option<u8>,
 }

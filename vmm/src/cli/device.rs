@@ -1,6 +1,9 @@
-//! `-device DRIVER,prop=value,...`: guest devices. petrel has `virtio-blk-pci`.
+//! `-device DRIVER,prop=value,...`: guest devices. petrel has `virtio-blk-pci`,
+//! `virtio-net-pci` and `virtio-balloon-pci`.
 
-use super::config::{DeviceConfig, ListTopic, VirtioBlkConfig, VirtioNetConfig};
+use super::config::{
+    DeviceConfig, ListTopic, VirtioBalloonConfig, VirtioBlkConfig, VirtioNetConfig,
+};
 use super::error::ArgError;
 use super::netdev::parse_mac;
 use super::opts::{parse_bool, parse_u32, Opts, Parsed, Syntax};
@@ -17,6 +20,23 @@ pub(crate) const DEVICE_MODELS: &[(&str, &str, &str)] = &[
         "PCI",
         "virtio network device (alias virtio-net)",
     ),
+    (
+        "virtio-balloon-pci",
+        "PCI",
+        "virtio memory balloon (alias virtio-balloon)",
+    ),
+];
+
+/// Properties of virtio-balloon-pci.
+const VIRTIO_BALLOON_KEYS: &[&str] = &[
+    "driver",
+    "id",
+    "deflate-on-oom",
+    "page-poison",
+    "addr",
+    "bus",
+    "disable-legacy",
+    "disable-modern",
 ];
 
 /// Properties of virtio-net-pci.
@@ -57,6 +77,7 @@ pub(crate) fn parse_device(arg: &str) -> Result<Parsed<DeviceConfig>, ArgError> 
     match driver {
         "virtio-blk-pci" | "virtio-blk" => virtio_blk(&opts).map(Parsed::Value),
         "virtio-net-pci" | "virtio-net" => virtio_net(&opts).map(Parsed::Value),
+        "virtio-balloon-pci" | "virtio-balloon" => virtio_balloon(&opts).map(Parsed::Value),
         other => Err(ArgError::UnknownDevice(other.to_string())),
     }
 }
@@ -68,6 +89,17 @@ fn virtio_net(opts: &Opts) -> Result<DeviceConfig, ArgError> {
         id,
         netdev: opts.get("netdev").map(str::to_string),
         mac: opts.get("mac").map(parse_mac).transpose()?,
+        slot: opts.get("addr").map(parse_addr).transpose()?,
+    }))
+}
+
+fn virtio_balloon(opts: &Opts) -> Result<DeviceConfig, ArgError> {
+    opts.check_known(VIRTIO_BALLOON_KEYS)?;
+    let id = pci_common(opts)?;
+    Ok(DeviceConfig::Balloon(VirtioBalloonConfig {
+        id,
+        deflate_on_oom: opts.get_bool("deflate-on-oom")?.unwrap_or(false),
+        page_poison: opts.get_bool("page-poison")?.unwrap_or(true),
         slot: opts.get("addr").map(parse_addr).transpose()?,
     }))
 }
@@ -177,6 +209,36 @@ mod tests {
             (1, 256, None, None)
         );
         assert_eq!(blk("virtio-blk-pci,drive=x,addr=1f.0").slot, Some(31));
+    }
+
+    #[test]
+    fn virtio_balloon_properties() {
+        let balloon = |arg: &str| match parse_device(arg) {
+            Ok(Parsed::Value(DeviceConfig::Balloon(c))) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            balloon("virtio-balloon-pci,id=b0,deflate-on-oom=on,page-poison=off,addr=0x6"),
+            VirtioBalloonConfig {
+                id: Some("b0".into()),
+                deflate_on_oom: true,
+                page_poison: false,
+                slot: Some(6),
+            }
+        );
+        let d = balloon("virtio-balloon");
+        assert_eq!(
+            (d.id, d.deflate_on_oom, d.page_poison, d.slot),
+            (None, false, true, None)
+        );
+        assert_eq!(
+            parse_device("virtio-balloon-pci,deflate-on-oom=maybe"),
+            Err(ArgError::ExpectsBool("deflate-on-oom".into()))
+        );
+        assert_eq!(
+            parse_device("virtio-balloon-pci,bootindex=1"),
+            Err(ArgError::UnknownParameter("bootindex".into()))
+        );
     }
 
     #[test]

@@ -202,7 +202,6 @@ fn class_desc(class: u16) -> Option<&'static str> {
         0x0200 => "Ethernet controller",
         0x0600 => "Host bridge",
         0x0601 => "ISA bridge",
-        0x00ff => "Unclassified device",
         0x0500 => "RAM controller",
         _ => return None,
     })

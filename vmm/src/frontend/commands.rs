@@ -53,6 +53,10 @@ fn failed(e: ApiError) -> QmpError {
     match e {
         ApiError::Failed(m) => QmpError::generic(m),
         ApiError::DeviceNotFound(m) => QmpError::device_not_found(m),
+        ApiError::DeviceNotActive(m) => QmpError {
+            class: petrel_qmp::ErrorClass::DeviceNotActive,
+            desc: m,
+        },
     }
 }
 

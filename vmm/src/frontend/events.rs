@@ -55,6 +55,7 @@ impl EventSink for QmpEvents {
                 offset,
                 qom_path: self.rtc_qom_path.clone(),
             }),
+            VmEvent::BalloonChange { actual } => s.emit(&events::BalloonChange { actual }),
             VmEvent::BlockIoError(r) => s.emit(&events::BlockIoError {
                 device: r.device,
                 node_name: Some(r.node_name),
@@ -74,6 +75,10 @@ impl EventSink for QmpEvents {
             VmEvent::NicRxFilterChanged { name, path } => {
                 s.emit(&events::NicRxFilterChanged { name, path })
             }
+            VmEvent::DumpCompleted { result, error } => s.emit(&events::DumpCompleted {
+                result: super::dump::query_result(result),
+                error,
+            }),
             VmEvent::BlockWriteThreshold {
                 node_name,
                 amount_exceeded,

@@ -1,8 +1,10 @@
 //! The QMP front end: monitors from the command line, QMP commands mapped onto typed VMM
 //! operations ([`crate::api`]), and VMM events reported as QMP events.
 
+mod balloon;
 mod block;
 mod commands;
+mod dump;
 mod events;
 pub mod hmp;
 mod net;
@@ -171,7 +173,9 @@ fn registry(
         current_cpu: Mutex::new(Default::default()),
     });
     let mut registry = Registry::new();
+    balloon::register(&mut registry, &ctx);
     block::register(&mut registry, &ctx);
+    dump::register(&mut registry, &ctx);
     net::register(&mut registry, &ctx);
     commands::register(&mut registry, ctx);
     registry

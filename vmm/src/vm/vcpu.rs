@@ -96,6 +96,8 @@ pub enum VcpuRequest {
     Nmi,
     /// Report registers and run state.
     QueryState(Sender<crate::api::CpuState>),
+    /// Report the registers a memory dump records (None if KVM refused).
+    Registers(Sender<Option<crate::dump::cpu::CpuRegisters>>),
 }
 
 /// Requests waiting for a vCPU thread.
@@ -352,6 +354,9 @@ fn serve(index: u32, fd: &VcpuFd, mailbox: &Mailbox) {
                     pc,
                     halted,
                 });
+            }
+            VcpuRequest::Registers(reply) => {
+                let _ = reply.send(crate::dump::cpu::capture(fd));
             }
         }
     }
