@@ -484,6 +484,94 @@ by the VMM's backend, or by the host's socket or backlog limits).
 """ + "\n".join(rows) + "\n"
 
 
+DUMP_RAM_MIB = 2048
+
+
+def qmp_session(sock_path, deadline):
+    """A connected, negotiated QMP stream on `sock_path` (a file object), or an error."""
+    import json
+    import socket
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock_path)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    f = s.makefile("rw")
+    json.loads(f.readline())
+
+    def call(cmd, **args):
+        f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
+        f.flush()
+        while True:
+            msg = json.loads(f.readline())
+            if "return" in msg:
+                return msg["return"]
+            if "error" in msg:
+                raise RuntimeError(f"{cmd}: {msg['error']}")
+    call("qmp_capabilities")
+    return call
+
+
+def dump_run(cmd_fn, tmp):
+    """Seconds for a (non-detached) dump-guest-memory of a guest whose RAM is all touched."""
+    sock = os.path.join(tmp, "q.sock")
+    core = os.path.join(tmp, "vmcore")
+    append = "petrel.test=memfill petrel.memfill.touch=1"
+    cmd = cmd_fn(append)
+    cmd[cmd.index("-m") + 1] = f"{DUMP_RAM_MIB}M"
+    r = Run(cmd + ["-qmp", f"unix:{sock},server=on,wait=off"])
+    try:
+        r.wait_line("memfill: addr=", timeout=300)
+        call = qmp_session(sock, time.monotonic() + 30)
+        t0 = time.monotonic()
+        call("dump-guest-memory", paging=False, protocol=f"file:{core}")
+        secs = time.monotonic() - t0
+        size = os.path.getsize(core)
+    finally:
+        r.kill()
+        for path in (sock, core):
+            if os.path.exists(path):
+                os.unlink(path)
+    return secs, size
+
+
+def dump(runs):
+    """Median dump seconds and bytes per VMM, runs interleaved."""
+    import tempfile
+    # On disk next to the build, not in a tmpfs that would hold the cores in RAM.
+    os.makedirs(TARGET, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="bench-dump", dir=TARGET)
+    try:
+        samples = {"petrel": [], "qemu": []}
+        for _ in range(runs):
+            samples["petrel"].append(dump_run(petrel_cmd, tmp))
+            samples["qemu"].append(dump_run(qemu_cmd, tmp))
+        return {vmm: (statistics.median(s for s, _ in v), statistics.median(b for _, b in v))
+                for vmm, v in samples.items()}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dump_report(results, runs):
+    p, q = results["petrel"], results["qemu"]
+    gbs = lambda r: r[1] / r[0] / 1e9
+    return f"""
+dump-guest-memory (ELF, `paging=false`, `protocol=file:` on disk) of a {DUMP_RAM_MIB} MiB guest whose
+every RAM page the guest wrote first (`petrel.test=memfill petrel.memfill.touch=1`), timed from the
+command to its answer; medians of {runs} runs per VMM taken alternately. QEMU stops the guest for
+the whole dump; petrel holds the vCPUs only while it forks its writer.
+
+| metric | petrel | QEMU microvm | petrel / QEMU | target |
+|---|---|---|---|---|
+| seconds | {p[0]:.2f} | {q[0]:.2f} | {p[0] / q[0]:.2f} | |
+| GB/s (vmcore bytes / seconds) | {gbs(p):.2f} | {gbs(q):.2f} | {gbs(p) / gbs(q):.2f} | ≥ 1.5 |
+"""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=11)
@@ -492,10 +580,11 @@ def main():
     ap.add_argument("--blk-runs", type=int, default=5)
     ap.add_argument("--net-runs", type=int, default=7)
     ap.add_argument("--net-frames", type=int, default=100000)
-    ap.add_argument("--only", choices=["blk", "net"], help="run only this group")
+    ap.add_argument("--dump-runs", type=int, default=5)
+    ap.add_argument("--only", choices=["blk", "net", "dump"], help="run only this group")
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = ap.parse_args()
-    groups = [args.only] if args.only else ["base", "blk", "net"]
+    groups = [args.only] if args.only else ["base", "blk", "net", "dump"]
     needed = [PETREL, KERNEL, QEMU] + ([QMP_RTT] if "base" in groups else []) + \
         ([NET_HOST] if "net" in groups else [])
     for path in needed:
@@ -516,6 +605,8 @@ kernel (`resources/out/petrel-guest.elf`), 1 vCPU, {RAM_MIB} MiB.
         report += blk_report(blk(args.blk_runs), args.blk_runs)
     if "net" in groups:
         report += net_report(net(args.net_runs, args.net_frames), args.net_runs, args.net_frames)
+    if "dump" in groups:
+        report += dump_report(dump(args.dump_runs), args.dump_runs)
     print(report)
     if args.write:
         doc = os.path.join(ROOT, "docs", "benchmarks.md")
