@@ -5,6 +5,12 @@
 //! exposes a file descriptor that becomes readable when a frame may be
 //! waiting, so the NIC can wait on it together with its queue kicks.
 //!
+//! Sending has backpressure, as QEMU's `qemu_sendv_packet_async` has: a
+//! backend that cannot take a frame now answers [`SendStatus::Busy`] from
+//! [`NetBackend::try_send`] and names, through [`NetBackend::tx_ready`], the
+//! descriptor event ([`TxReady`]) after which it can; the NIC leaves the
+//! frame with the guest meanwhile, so nothing is lost between them.
+//!
 //! The backends, each opened from options that mirror QEMU's `-netdev`
 //! keys: [`TapBackend::open`] ([`TapOptions`]), [`SocketBackend::open`]
 //! ([`SocketOptions`]) and [`UserBackend::open`] ([`UserOptions`]). Their
@@ -18,6 +24,8 @@ mod errno;
 mod passed_fd;
 pub mod socket;
 pub mod tap;
+#[cfg(test)]
+mod testing;
 pub mod user;
 
 pub use socket::{SocketBackend, SocketError, SocketOptions};
@@ -66,6 +74,41 @@ pub enum NetError {
     Disconnected,
 }
 
+/// What [`NetBackend::try_send`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// The backend took the frame: it left, waits inside the backend, or
+    /// was dropped for good (a frame no retry would get through).
+    Sent,
+    /// The backend cannot take the frame now and did not keep it: the
+    /// caller offers it again, before any later frame, once
+    /// [`NetBackend::tx_ready`]'s event happens.
+    Busy,
+}
+
+/// The event on a descriptor after which a backend that answered
+/// [`SendStatus::Busy`] can take frames again. Both are level-triggered:
+/// the event lasts while the backend has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxReady {
+    /// The descriptor becomes readable (`EPOLLIN`), e.g. an eventfd the
+    /// backend signals once its queue has drained.
+    Readable(RawFd),
+    /// The descriptor becomes writable (`EPOLLOUT`), e.g. a tap or socket
+    /// whose kernel queue has room again. The descriptor may be the one
+    /// [`NetBackend::rx_fd`] returns.
+    Writable(RawFd),
+}
+
+impl TxReady {
+    /// The descriptor to watch.
+    pub fn fd(self) -> RawFd {
+        match self {
+            TxReady::Readable(fd) | TxReady::Writable(fd) => fd,
+        }
+    }
+}
+
 /// One netdev: sends and receives whole Ethernet frames.
 ///
 /// Frames carry a [`VNET_HDR_LEN`]-byte virtio-net header in front in both
@@ -88,6 +131,29 @@ pub trait NetBackend: Send {
     /// backend cannot take now is dropped (as a full tap queue drops it);
     /// only errors that make the backend unusable are returned.
     fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError>;
+
+    /// Sends one frame unless the backend cannot take it now, in which
+    /// case it answers [`SendStatus::Busy`] and keeps nothing of it. A frame
+    /// the backend can never take (too long, no peer) is dropped and
+    /// counts as [`SendStatus::Sent`]; only errors that make the backend
+    /// unusable are returned.
+    ///
+    /// The default sends with [`NetBackend::send`], so a backend that
+    /// implements only that never pushes back.
+    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        self.send(frame).map(|()| SendStatus::Sent)
+    }
+
+    /// After [`NetBackend::try_send`] answered [`SendStatus::Busy`]: the
+    /// event that says it can take frames again. A backend that may
+    /// answer `Busy` returns `Some` then; the default, for backends that
+    /// never do, is `None`.
+    ///
+    /// The NIC asks again after each `Busy`, so the answer may change
+    /// between them; the descriptor must stay open while it is the answer.
+    fn tx_ready(&self) -> Option<TxReady> {
+        None
+    }
 
     /// Receives one frame into `buf` without blocking: `Ok(Some(len))`, or
     /// `Ok(None)` when nothing is waiting. A frame longer than `buf` is

@@ -6,6 +6,7 @@
 mod addr;
 mod dgram;
 mod framing;
+mod readiness;
 mod stream;
 
 use std::io::{self, IoSlice};
@@ -14,7 +15,7 @@ use std::os::fd::RawFd;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::{errno, passed_fd, NetBackend, NetError, Offloads};
+use crate::{errno, passed_fd, NetBackend, NetError, Offloads, SendStatus, TxReady};
 
 use dgram::DgramSocket;
 use stream::StreamSocket;
@@ -319,6 +320,20 @@ impl NetBackend for SocketBackend {
         match &mut self.inner {
             Inner::Stream(s) => s.send(frame),
             Inner::Dgram(d) => d.send(frame),
+        }
+    }
+
+    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        match &mut self.inner {
+            Inner::Stream(s) => s.try_send(frame),
+            Inner::Dgram(d) => d.try_send(frame),
+        }
+    }
+
+    fn tx_ready(&self) -> Option<TxReady> {
+        match &self.inner {
+            Inner::Stream(s) => Some(s.tx_ready()),
+            Inner::Dgram(d) => Some(d.tx_ready()),
         }
     }
 

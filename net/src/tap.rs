@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::raw::c_int;
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::{errno, passed_fd, NetBackend, NetError, Offloads, VNET_HDR_LEN};
+use crate::{errno, passed_fd, NetBackend, NetError, Offloads, SendStatus, TxReady, VNET_HDR_LEN};
 
 pub use script::{ScriptError, DEFAULT_DOWNSCRIPT, DEFAULT_SCRIPT};
 
@@ -256,6 +256,30 @@ impl TapBackend {
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
+
+    /// Writes one frame: [`SendStatus::Busy`] when the tap's queue is full (`EAGAIN`, which
+    /// a `sndbuf=` limit brings about), as QEMU's `tap_write_packet` sees it.
+    fn write_frame(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        loop {
+            match self.file.write_vectored(frame) {
+                Ok(_) => return Ok(SendStatus::Sent),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(SendStatus::Busy),
+                Err(e) if is_fatal(&e) => {
+                    return Err(NetError::Io {
+                        op: "tap write",
+                        source: e,
+                    })
+                }
+                Err(e) => {
+                    // A down interface (EIO) or a malformed frame (EINVAL): the frame is
+                    // lost, as QEMU loses it.
+                    log::trace!("tap {}: frame dropped: {e}", self.ifname);
+                    return Ok(SendStatus::Sent);
+                }
+            }
+        }
+    }
 }
 
 /// Sets the tap's offloads as QEMU's `tap_fd_set_offload` does: everything hangs on
@@ -311,24 +335,19 @@ impl NetBackend for TapBackend {
     }
 
     fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        loop {
-            match self.file.write_vectored(frame) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_fatal(&e) => {
-                    return Err(NetError::Io {
-                        op: "tap write",
-                        source: e,
-                    })
-                }
-                Err(e) => {
-                    // A full queue (EAGAIN), a down interface (EIO) or a malformed frame
-                    // (EINVAL): the frame is lost, as QEMU loses it.
-                    log::trace!("tap {}: frame dropped: {e}", self.ifname);
-                    return Ok(());
-                }
-            }
+        if self.write_frame(frame)? == SendStatus::Busy {
+            log::trace!("tap {}: frame dropped: the queue is full", self.ifname);
         }
+        Ok(())
+    }
+
+    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        self.write_frame(frame)
+    }
+
+    /// The tap itself, once writable: QEMU's `tap_write_poll`.
+    fn tx_ready(&self) -> Option<TxReady> {
+        Some(TxReady::Writable(self.file.as_raw_fd()))
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {

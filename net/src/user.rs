@@ -3,10 +3,12 @@
 //! own sockets, and `hostfwd=` rules forward host ports into the guest.
 //!
 //! libslirp is single-threaded: each backend runs its instance on a thread of its own
-//! (see `thread`). Frames the NIC sends go to that thread through a bounded queue; frames
-//! libslirp emits come back through another, whose eventfd is [`UserBackend::rx_fd`]. A
-//! full queue drops the frame, as a full NIC queue would. Frames carry no virtio-net
-//! header.
+//! (see `thread`). Frames the NIC sends go to that thread through a bounded queue; when it
+//! is full, [`NetBackend::try_send`] answers [`SendStatus::Busy`] and the thread signals
+//! [`NetBackend::tx_ready`]'s eventfd once it has taken the frames, as QEMU's slirp netdev
+//! makes virtio-net wait (`qemu_sendv_packet_async` returning 0). Frames libslirp emits
+//! come back through another queue, whose eventfd is [`UserBackend::rx_fd`]; that one
+//! drops what does not fit, as a full NIC queue would. Frames carry no virtio-net header.
 
 mod config;
 mod hostfwd;
@@ -23,13 +25,13 @@ use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::{errno, NetBackend, NetError, Offloads};
+use crate::{errno, NetBackend, NetError, Offloads, SendStatus, TxReady};
 
 use config::Settings;
 use queue::FrameQueue;
 use thread::{Request, Shared};
 
-/// Frames each queue holds before dropping.
+/// Frames each queue holds before refusing (from the guest) or dropping (for the guest).
 const QUEUE_FRAMES: usize = 256;
 
 /// The options of `-netdev user` (QAPI `NetdevUserOptions`) that petrel implements.
@@ -226,6 +228,19 @@ impl NetBackend for UserBackend {
             log::trace!("user: frame from the guest dropped, queue full");
         }
         Ok(())
+    }
+
+    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        if self.shared.tx.push_or_wait(frame) {
+            Ok(SendStatus::Sent)
+        } else {
+            Ok(SendStatus::Busy)
+        }
+    }
+
+    /// The queue's eventfd that the thread signals once it has made room.
+    fn tx_ready(&self) -> Option<TxReady> {
+        Some(TxReady::Readable(self.shared.tx.space_fd()))
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {

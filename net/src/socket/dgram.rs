@@ -1,12 +1,13 @@
 //! Datagram sockets of `-netdev socket` (`udp=`, `mcast=`, and `fd=` of a datagram
-//! socket): one frame per datagram, no framing, and the socket itself as `rx_fd`.
+//! socket): one frame per datagram, no framing, and the socket itself as `rx_fd` and,
+//! writable, as what a sender refused for a full send buffer waits for.
 
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
-use crate::NetError;
+use crate::{NetError, SendStatus, TxReady};
 
 /// A datagram socket backend.
 #[derive(Debug)]
@@ -34,6 +35,16 @@ impl DgramSocket {
 
     /// Sends one frame as one datagram; a datagram the socket refuses is lost.
     pub fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
+        if self.try_send(frame)? == SendStatus::Busy {
+            log::trace!("socket: datagram dropped: the send buffer is full");
+        }
+        Ok(())
+    }
+
+    /// Sends one frame as one datagram, or answers [`SendStatus::Busy`] when the socket's
+    /// send buffer is full (`EAGAIN`), as QEMU's `net_socket_receive_dgram` does; other
+    /// refusals lose the datagram.
+    pub fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
         let sent = loop {
             let sent = match &self.dest {
                 Some(dest) => {
@@ -50,16 +61,22 @@ impl DgramSocket {
             }
         };
         match sent {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(SendStatus::Sent),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(SendStatus::Busy),
             Err(e) if is_fatal(&e) => Err(NetError::Io {
                 op: "socket send",
                 source: e,
             }),
             Err(e) => {
                 log::trace!("socket: datagram dropped: {e}");
-                Ok(())
+                Ok(SendStatus::Sent)
             }
         }
+    }
+
+    /// The socket, once writable.
+    pub fn tx_ready(&self) -> TxReady {
+        TxReady::Writable(self.sock.as_raw_fd())
     }
 
     /// Receives one datagram; empty ones carry no frame and are skipped, and errors an

@@ -15,6 +15,14 @@
 //!
 //! The NIC therefore registers one descriptor once and only ever sees a spurious wake-up
 //! (a `recv` returning `None`) when there was work of the backend's own to do.
+//!
+//! # Sending
+//!
+//! [`StreamSocket::try_send`] has one frame in flight at a time, as QEMU has: while bytes of
+//! the last one wait for the socket, it refuses the next, and the NIC waits for the
+//! connection to become writable, through a descriptor of its own that outlives
+//! connections ([`TxReadiness`]). [`StreamSocket::send`] instead keeps up to a few frames'
+//! worth and drops beyond that.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddrV4;
@@ -24,7 +32,8 @@ use socket2::Socket;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::framing::{FrameReader, FrameWriter, ReadOutcome, VectoredSink};
-use crate::NetError;
+use super::readiness::TxReadiness;
+use crate::{NetError, SendStatus, TxReady};
 
 /// Where the listening socket shows in the epoll set.
 const LISTENER: u64 = 1;
@@ -45,6 +54,8 @@ pub struct StreamSocket {
     connecting: bool,
     reader: FrameReader,
     writer: FrameWriter,
+    /// What a frame [`StreamSocket::try_send`] refused waits for.
+    tx: TxReadiness,
     info: String,
 }
 
@@ -71,6 +82,7 @@ impl StreamSocket {
             connecting: false,
             reader: FrameReader::default(),
             writer: FrameWriter::default(),
+            tx: TxReadiness::new()?,
             info,
         })
     }
@@ -107,6 +119,7 @@ impl StreamSocket {
             conn.as_raw_fd(),
             EpollEvent::new(self.interest, CONNECTION),
         )?;
+        self.tx.attach(&conn)?;
         self.conn = Some(conn);
         Ok(())
     }
@@ -206,6 +219,7 @@ impl StreamSocket {
                     EpollEvent::default(),
                 )
                 .map_err(epoll_error("epoll_ctl"))?;
+            self.tx.detach(&conn).map_err(epoll_error("epoll_ctl"))?;
         }
         self.connecting = false;
         self.interest = EventSet::empty();
@@ -249,6 +263,31 @@ impl StreamSocket {
     /// or when too much already waits.
     pub fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
         self.service()?;
+        if self.conn.is_none() {
+            return Ok(());
+        }
+        self.take(frame)
+    }
+
+    /// Sends one frame as QEMU's `net_socket_receive` does: while bytes of an earlier
+    /// frame wait for the socket (or for the connection to be made),
+    /// [`SendStatus::Busy`]; otherwise the frame goes, and what the socket does not take
+    /// of it waits and goes first. Dropped without a connection, or when too long for the
+    /// peer.
+    pub fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        self.service()?;
+        if self.conn.is_none() {
+            return Ok(SendStatus::Sent);
+        }
+        if self.writer.has_pending() {
+            return Ok(SendStatus::Busy);
+        }
+        self.take(frame)?;
+        Ok(SendStatus::Sent)
+    }
+
+    /// Writes `frame` on the connection, or keeps it for when the socket takes data.
+    fn take(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
         let Some(conn) = &self.conn else {
             return Ok(());
         };
@@ -259,13 +298,18 @@ impl StreamSocket {
         };
         match taken {
             Ok(true) => {}
-            Ok(false) => log::trace!("socket: frame dropped, the peer is not reading"),
+            Ok(false) => log::trace!("socket: frame dropped: too long, or the peer is not reading"),
             Err(e) => {
                 log::debug!("socket: send: {e}");
                 self.disconnect()?;
             }
         }
         self.update_interest()
+    }
+
+    /// What a frame [`StreamSocket::try_send`] refused waits for: see [`TxReadiness`].
+    pub fn tx_ready(&self) -> TxReady {
+        TxReady::Readable(self.tx.fd())
     }
 
     /// Receives one frame if a whole one has arrived.

@@ -240,14 +240,21 @@ impl Stack {
         (!slirp.is_null()).then_some(Stack { slirp, ctx })
     }
 
-    /// Hands a frame from the guest to the stack.
-    pub fn input(&mut self, frame: &[u8]) {
-        let Ok(len) = c_int::try_from(frame.len()) else {
+    /// Hands frames from the guest to the stack, in order.
+    pub fn input_all<'f>(&mut self, frames: impl IntoIterator<Item = &'f Vec<u8>>) {
+        let mut frames = frames.into_iter().peekable();
+        if frames.peek().is_none() {
             return;
-        };
+        }
         let _lock = library_lock();
-        // SAFETY: `frame` is valid for `len` bytes during the call; the instance is live.
-        unsafe { sys::slirp_input(self.slirp, frame.as_ptr(), len) };
+        for frame in frames {
+            let Ok(len) = c_int::try_from(frame.len()) else {
+                continue;
+            };
+            // SAFETY: `frame` is valid for `len` bytes during the call; the instance is
+            // live.
+            unsafe { sys::slirp_input(self.slirp, frame.as_ptr(), len) };
+        }
     }
 
     /// Adds libslirp's descriptors to `fds` and lowers `timeout_ms` to what its timers

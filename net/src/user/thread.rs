@@ -2,6 +2,7 @@
 //! libslirp's sockets, the queue of frames from the guest and a wake-up eventfd (control
 //! requests, stopping), with the timeout libslirp and its timers ask for.
 
+use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -80,6 +81,9 @@ pub fn spawn(
 
 fn run(stack: &mut Stack, shared: &Shared, requests: &Receiver<Request>) {
     let mut fds: Vec<libc::pollfd> = Vec::new();
+    // Frames from the guest, taken from the queue all at once (which makes room for the
+    // sender at once too); the buffers go back to the queue once libslirp has them.
+    let mut batch = VecDeque::new();
     while !shared.stop.load(Ordering::Acquire) {
         fds.clear();
         for fd in [shared.wake.as_raw_fd(), shared.tx.fd()] {
@@ -101,9 +105,9 @@ fn run(stack: &mut Stack, shared: &Shared, requests: &Receiver<Request>) {
         while let Ok(request) = requests.try_recv() {
             serve(stack, request);
         }
-        while let Some(frame) = shared.tx.pop() {
-            stack.input(&frame);
-        }
+        shared.tx.take_all(&mut batch);
+        stack.input_all(&batch);
+        shared.tx.recycle(&mut batch);
         stack.run_timers();
     }
 }
