@@ -1,5 +1,6 @@
 //! A simulated driver and a fake backend moving frames through the device.
 
+mod backpressure;
 mod datapath;
 mod filtering;
 mod harness;

@@ -4,11 +4,15 @@
 //! followed by the Ethernet frame, split across descriptors any way the
 //! driver likes. It goes to the backend as slices of guest memory, header
 //! and all for a backend that takes the header, without it otherwise.
+//!
+//! A backend may be unable to take the frame now ([`SendStatus::Busy`]);
+//! the chain then stays the guest's, and the I/O thread offers it again
+//! once the backend is ready.
 
 use std::io::IoSlice;
 
 use log::warn;
-use petrel_net::{NetBackend, NetError, VNET_HDR_LEN};
+use petrel_net::{NetBackend, NetError, SendStatus, VNET_HDR_LEN};
 use virtio_queue::DescriptorChain;
 use vm_memory::volatile_memory::PtrGuard;
 use vm_memory::{GuestMemory as _, GuestMemoryMmap, Permissions, VolatileSlice};
@@ -39,6 +43,16 @@ pub enum TxError {
     Backend(#[from] NetError),
 }
 
+/// What became of a chain's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transmitted {
+    /// The backend took it (it may still drop it); its length without the
+    /// header.
+    Sent(usize),
+    /// The backend cannot take it now.
+    Busy,
+}
+
 /// The transmit side's scratch space, for the rare frame that must be
 /// changed before it leaves.
 pub(super) struct Tx {
@@ -53,14 +67,13 @@ impl Tx {
         }
     }
 
-    /// Sends the frame of `chain` through `backend`; returns its length
-    /// without the header.
+    /// Offers the frame of `chain` to `backend`.
     pub(super) fn transmit(
         &mut self,
         mem: &GuestMemoryMmap<()>,
         chain: DescriptorChain<&GuestMemoryMmap<()>>,
         backend: &mut dyn NetBackend,
-    ) -> Result<usize, TxError> {
+    ) -> Result<Transmitted, TxError> {
         let slices = readable_slices(mem, chain).ok_or(TxError::Memory)?;
         let total: usize = slices.iter().map(VolatileSlice::len).sum();
         if total < VNET_HDR_LEN {
@@ -68,8 +81,7 @@ impl Tx {
         }
         let frame_len = total - VNET_HDR_LEN;
         if backend.vnet_hdr() {
-            send(backend, &slices)?;
-            return Ok(frame_len);
+            return Ok(outcome(send(backend, &slices)?, frame_len));
         }
         let mut hdr = [0u8; VNET_HDR_LEN];
         copy_out(&slices, &mut hdr);
@@ -79,16 +91,23 @@ impl Tx {
             return Err(TxError::Gso);
         }
         if !hdr.needs_csum() {
-            send(backend, &body)?;
-            return Ok(frame_len);
+            return Ok(outcome(send(backend, &body)?, frame_len));
         }
         let frame = self.scratch.get_mut(..frame_len).ok_or(TxError::Checksum)?;
         copy_out(&body, frame);
         if !hdr.complete_csum(frame) {
             return Err(TxError::Checksum);
         }
-        backend.send(&[IoSlice::new(frame)])?;
-        Ok(frame_len)
+        let status = backend.try_send(&[IoSlice::new(frame)])?;
+        Ok(outcome(status, frame_len))
+    }
+}
+
+/// A frame of `len` bytes sent with `status`.
+fn outcome(status: SendStatus, len: usize) -> Transmitted {
+    match status {
+        SendStatus::Sent => Transmitted::Sent(len),
+        SendStatus::Busy => Transmitted::Busy,
     }
 }
 
@@ -137,8 +156,11 @@ fn copy_out(slices: &[VolatileSlice<'_, ()>], out: &mut [u8]) {
     }
 }
 
-/// Hands the bytes of `slices` to `backend` as one frame, without copying.
-fn send(backend: &mut dyn NetBackend, slices: &[VolatileSlice<'_, ()>]) -> Result<(), NetError> {
+/// Offers the bytes of `slices` to `backend` as one frame, without copying.
+fn send(
+    backend: &mut dyn NetBackend,
+    slices: &[VolatileSlice<'_, ()>],
+) -> Result<SendStatus, NetError> {
     let guards: Vec<PtrGuard> = slices.iter().map(VolatileSlice::ptr_guard).collect();
     let iov: Vec<IoSlice<'_>> = guards
         .iter()
@@ -153,5 +175,5 @@ fn send(backend: &mut dyn NetBackend, slices: &[VolatileSlice<'_, ()>]) -> Resul
             IoSlice::new(unsafe { std::slice::from_raw_parts(guard.as_ptr(), s.len()) })
         })
         .collect();
-    backend.send(&iov)
+    backend.try_send(&iov)
 }

@@ -128,6 +128,12 @@ impl Peer {
 
 /// A fake backend and its far end.
 pub fn backend(vnet_hdr: bool) -> (Box<dyn NetBackend>, Peer) {
+    let (fake, peer) = fake(vnet_hdr);
+    (Box::new(fake), peer)
+}
+
+/// A fake backend, unboxed, and its far end.
+pub fn fake(vnet_hdr: bool) -> (FakeBackend, Peer) {
     let (a, b) = UnixDatagram::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     let offloads = Arc::new(Mutex::new(Vec::new()));
@@ -141,7 +147,7 @@ pub fn backend(vnet_hdr: bool) -> (Box<dyn NetBackend>, Peer) {
         vnet_hdr,
         offloads,
     };
-    (Box::new(fake), peer)
+    (fake, peer)
 }
 
 /// Records the interrupts the device raises.

@@ -7,6 +7,12 @@
 //! thread stops watching it, keeps that one frame, and asks the driver to
 //! notify the receive queue; the kick brings the watch back. Frames are
 //! not read ahead of the guest's buffers beyond that one.
+//!
+//! Transmission pushes back the same way, as QEMU's virtio-net does: when
+//! the backend cannot take a frame, its chain goes back to the available
+//! ring, the thread leaves the transmit queue alone (kicks included) and
+//! watches the backend's transmit readiness instead; when that comes, the
+//! frame is offered again and the queue resumes where it stopped.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -26,13 +32,16 @@ use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt};
 
 mod queues;
 mod receive;
+mod transmit;
+mod watch;
+
+use watch::{BackendWatch, T_BACKEND_FD};
 
 const T_RX: u64 = 0;
 const T_TX: u64 = 1;
 const T_CTRL: u64 = 2;
-const T_BACKEND: u64 = 3;
-const T_WAKE: u64 = 4;
-const T_STOP: u64 = 5;
+const T_WAKE: u64 = 3;
+const T_STOP: u64 = 4;
 
 /// Frames received in one go before the other sources get a turn.
 const RX_BUDGET: usize = 256;
@@ -41,6 +50,9 @@ const RX_BUDGET: usize = 256;
 const TX_BUDGET: usize = 256;
 /// How long the backend is left alone after it failed to receive.
 const RX_RETRY: Duration = Duration::from_millis(100);
+/// How soon a frame the backend refused is offered again when there is no
+/// descriptor to wait on.
+const TX_RETRY: Duration = Duration::from_millis(1);
 
 /// What the I/O thread works with besides the queues.
 pub(super) struct Context {
@@ -86,10 +98,12 @@ pub(super) fn run(ctx: Context, queues: Queues) {
         shared: ctx.shared,
         epoll,
         backend,
-        rx_fd: None,
+        watch: BackendWatch::default(),
         rx_blocked: false,
         rx_retry: None,
         tx_more: false,
+        tx_blocked: false,
+        tx_retry: None,
         tx_warned: false,
     };
     worker.serve();
@@ -125,14 +139,20 @@ struct Worker {
     tx: Tx,
     ctrl: Option<ActivatedQueue>,
     backend: Option<Box<dyn NetBackend>>,
-    /// The backend descriptor being watched.
-    rx_fd: Option<RawFd>,
+    /// The backend's descriptors being watched.
+    watch: BackendWatch,
     /// Waiting for the guest to post room for the pending frame.
     rx_blocked: bool,
     /// After a receive error: when to watch the backend again.
     rx_retry: Option<Instant>,
     /// Transmit work left over from the last round.
     tx_more: bool,
+    /// The backend refused the frame at the head of the transmit queue:
+    /// the queue waits for the backend's transmit readiness.
+    tx_blocked: bool,
+    /// While blocked with no readiness to watch: when to offer the frame
+    /// again.
+    tx_retry: Option<Instant>,
     /// A transmit failure was logged at warning level already.
     tx_warned: bool,
 }
@@ -148,7 +168,7 @@ impl Worker {
         self.process_ctrl();
         self.tx_more = self.process_tx();
         self.receive();
-        let mut events = vec![EpollEvent::default(); 6];
+        let mut events = vec![EpollEvent::default(); 8];
         loop {
             let timeout = self.timeout();
             let n = match self.epoll.wait(timeout, &mut events) {
@@ -179,16 +199,28 @@ impl Worker {
                         }
                         self.process_ctrl();
                     }
-                    T_BACKEND => self.receive(),
+                    data if data & T_BACKEND_FD != 0 => {
+                        let (rx, tx) = self.watch.classify(data, event.event_set());
+                        if rx {
+                            self.receive();
+                        }
+                        if tx {
+                            self.retry_tx();
+                        }
+                    }
                     _ => {}
                 }
             }
             if self.tx_more {
                 self.tx_more = self.process_tx();
             }
-            if self.rx_retry.is_some_and(|at| Instant::now() >= at) {
+            let now = Instant::now();
+            if self.rx_retry.is_some_and(|at| now >= at) {
                 self.rx_retry = None;
                 self.update_rx_watch();
+            }
+            if self.tx_retry.is_some_and(|at| now >= at) {
+                self.retry_tx();
             }
         }
     }
@@ -198,13 +230,11 @@ impl Worker {
         if self.tx_more {
             return 0;
         }
-        match self.rx_retry {
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
-            }
-            None => -1,
-        }
+        let Some(next) = [self.rx_retry, self.tx_retry].into_iter().flatten().min() else {
+            return -1;
+        };
+        let left = next.saturating_duration_since(Instant::now());
+        i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
     }
     /// The control handle changed the link or the backend.
     fn control_request(&mut self) {
@@ -213,15 +243,18 @@ impl Worker {
         if let Some(backend) = replacement {
             self.swap_backend(backend);
         }
-        // With the link down, what the guest queued and the frame in hand
-        // are dropped; with it up again, frames flow.
-        self.tx_more = self.process_tx();
+        // With the link down, what the guest queued and the frames in hand
+        // (the one for the guest, and the one the backend refused) are
+        // dropped; with it up again, frames flow.
+        self.retry_tx();
         self.receive();
     }
 
     fn swap_backend(&mut self, backend: Option<Box<dyn NetBackend>>) {
         self.rx_retry = None;
-        // Stop watching the old descriptor before it closes.
+        // Stop watching the old descriptors before they close; a frame the
+        // old backend refused goes to the new one, or is dropped.
+        self.unblock_tx();
         let old = self.backend.take();
         self.update_rx_watch();
         drop(old);
@@ -235,11 +268,7 @@ impl Worker {
     /// Hands the backend back to the device (or the replacement that came
     /// too late for this thread).
     fn finish(mut self) {
-        if let Some(fd) = self.rx_fd.take() {
-            let _ = self
-                .epoll
-                .ctl(ControlOperation::Delete, fd, EpollEvent::default());
-        }
+        let _ = self.watch.clear(&self.epoll);
         let mut slot = lock(&self.shared.backend);
         slot.running = false;
         let mut backend = match slot.replacement.take() {

@@ -1,84 +1,15 @@
-//! The transmit and control queues.
+//! The control queue, and interrupts for a queue's used entries.
 
-use log::{debug, error, warn};
+use log::{error, warn};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{Worker, TX_BUDGET};
+use super::Worker;
 use crate::virtio::net::control::Shared;
 use crate::virtio::net::ctrl::{self, Effects};
 use crate::virtio::{ActivatedQueue, VirtioInterrupt, VirtioInterruptType};
 
 impl Worker {
-    /// Sends (or, without a backend or link, drops) what the driver
-    /// queued for transmission; true if the budget ran out first.
-    pub(super) fn process_tx(&mut self) -> bool {
-        let mem = self.mem.clone();
-        let mem = mem.as_ref();
-        let mut count = 0;
-        loop {
-            if let Err(e) = self.tx_q.queue.disable_notification(mem) {
-                error!("virtio-net {}: transmit queue: {e}", self.shared.name);
-                return false;
-            }
-            let mut used_any = false;
-            while let Some(chain) = self.tx_q.queue.pop_descriptor_chain(mem) {
-                let head = chain.head_index();
-                self.transmit(mem, chain);
-                if let Err(e) = self.tx_q.queue.add_used(mem, head, 0) {
-                    error!(
-                        "virtio-net {}: transmit queue: add_used: {e}",
-                        self.shared.name
-                    );
-                }
-                used_any = true;
-                count += 1;
-                if count >= TX_BUDGET {
-                    signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
-                    return true;
-                }
-            }
-            if used_any {
-                signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
-            }
-            match self.tx_q.queue.enable_notification(mem) {
-                Ok(true) => continue,
-                Ok(false) => return false,
-                Err(e) => {
-                    error!("virtio-net {}: transmit queue: {e}", self.shared.name);
-                    return false;
-                }
-            }
-        }
-    }
-
-    fn transmit(
-        &mut self,
-        mem: &GuestMemoryMmap<()>,
-        chain: DescriptorChain<&GuestMemoryMmap<()>>,
-    ) {
-        let stats = &self.shared.stats;
-        let backend = match self.backend.as_mut() {
-            Some(b) if self.shared.link_up() => b,
-            _ => {
-                stats.tx_drop();
-                return;
-            }
-        };
-        match self.tx.transmit(mem, chain, backend.as_mut()) {
-            Ok(len) => stats.tx(len),
-            Err(e) => {
-                stats.tx_drop();
-                if self.tx_warned {
-                    debug!("virtio-net {}: frame dropped: {e}", self.shared.name);
-                } else {
-                    warn!("virtio-net {}: frame dropped: {e}", self.shared.name);
-                    self.tx_warned = true;
-                }
-            }
-        }
-    }
-
     /// Answers the control queue's commands.
     pub(super) fn process_ctrl(&mut self) {
         let mem = self.mem.clone();
@@ -128,7 +59,11 @@ impl Worker {
 
 /// Interrupts the driver for `q`'s new used entries unless it suppressed
 /// that.
-fn signal_used(mem: &GuestMemoryMmap<()>, interrupt: &dyn VirtioInterrupt, q: &mut ActivatedQueue) {
+pub(super) fn signal_used(
+    mem: &GuestMemoryMmap<()>,
+    interrupt: &dyn VirtioInterrupt,
+    q: &mut ActivatedQueue,
+) {
     if q.queue.needs_notification(mem).unwrap_or(true) {
         trigger(interrupt, q.index);
     }

@@ -5,10 +5,9 @@ use std::time::Instant;
 
 use log::{error, warn};
 use virtio_queue::QueueT;
-use vmm_sys_util::epoll::{ControlOperation, EpollEvent, EventSet};
 
 use super::queues::trigger;
-use super::{Worker, RX_BUDGET, RX_RETRY, T_BACKEND};
+use super::{Worker, RX_BUDGET, RX_RETRY};
 use crate::sync::lock;
 use crate::virtio::net::rx::Delivery;
 use crate::virtio::net::used;
@@ -21,29 +20,14 @@ impl Worker {
             Some(b) if !self.rx_blocked && self.rx_retry.is_none() => Some(b.rx_fd()),
             _ => None,
         };
-        if want == self.rx_fd {
+        if want == self.watch.rx() {
             return;
         }
-        if let Some(fd) = self.rx_fd.take() {
-            if let Err(e) = self
-                .epoll
-                .ctl(ControlOperation::Delete, fd, EpollEvent::default())
-            {
-                error!(
-                    "virtio-net {}: cannot stop watching the backend: {e}",
-                    self.shared.name
-                );
-            }
-        }
-        if let Some(fd) = want {
-            let event = EpollEvent::new(EventSet::IN, T_BACKEND);
-            match self.epoll.ctl(ControlOperation::Add, fd, event) {
-                Ok(()) => self.rx_fd = Some(fd),
-                Err(e) => error!(
-                    "virtio-net {}: cannot watch the backend: {e}",
-                    self.shared.name
-                ),
-            }
+        if let Err(e) = self.watch.set_rx(&self.epoll, want) {
+            error!(
+                "virtio-net {}: cannot watch the backend: {e}",
+                self.shared.name
+            );
         }
     }
 
