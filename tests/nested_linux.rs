@@ -810,3 +810,743 @@ fn linux_fetches_a_file_over_user_networking() {
     assert_no_trouble("virtio/network", &net_dmesg, &t);
     assert_no_platform_warnings(&boot, &t);
 }
+
+/// A QMP client on the host end of the port forwarded to petrel's monitor in L1 (`-qmp
+/// tcp:0.0.0.0:PORT,server=on,wait=off` with [`Nested::qmp_port`]): one command at a time,
+/// events kept as they arrive. Every failure panics with the run's console.
+struct Qmp<'a> {
+    run: &'a petrel_tests::nested::NestedRun,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    /// Events read so far, oldest first.
+    events: Vec<serde_json::Value>,
+}
+
+/// How long one QMP command may take (a dump of 256 MiB included).
+const QMP_REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl<'a> Qmp<'a> {
+    /// Connects once petrel listens in L1 (at most 180 s: L1 and petrel have to start) and
+    /// leaves negotiation mode.
+    fn connect(run: &'a petrel_tests::nested::NestedRun) -> Qmp<'a> {
+        let (reader, greeting) = run.connect_forwarded(Duration::from_secs(180));
+        let mut q = Qmp {
+            run,
+            reader,
+            events: Vec::new(),
+        };
+        let g: serde_json::Value = serde_json::from_str(&greeting)
+            .unwrap_or_else(|e| q.fail(&format!("greeting {greeting:?}: {e}")));
+        if g.get("QMP").is_none() {
+            q.fail(&format!("not a QMP greeting: {greeting}"));
+        }
+        q.ok("qmp_capabilities", serde_json::json!({}));
+        q
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        panic!("QMP: {why}\n{}", self.run.transcript().dump())
+    }
+
+    /// The next message, or a panic at `deadline`.
+    fn read(&mut self, deadline: std::time::Instant) -> serde_json::Value {
+        use std::io::BufRead;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            self.fail("timed out waiting for a message");
+        }
+        let _ = self.reader.get_ref().set_read_timeout(Some(left));
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => self.fail("petrel closed the connection"),
+            Ok(_) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| self.fail(&format!("bad message {line:?}: {e}"))),
+            Err(e) => self.fail(&format!("reading (partial {line:?}): {e}")),
+        }
+    }
+
+    /// Runs `cmd`; its `return` value or its `error` object.
+    fn execute(
+        &mut self,
+        cmd: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        use std::io::Write;
+        let msg = serde_json::json!({ "execute": cmd, "arguments": args }).to_string();
+        if let Err(e) = self
+            .reader
+            .get_mut()
+            .write_all(format!("{msg}\n").as_bytes())
+        {
+            self.fail(&format!("sending {msg}: {e}"));
+        }
+        let deadline = std::time::Instant::now() + QMP_REPLY_TIMEOUT;
+        loop {
+            let mut m = self.read(deadline);
+            if m.get("event").is_some() {
+                self.events.push(m);
+            } else if let Some(r) = m.get_mut("return") {
+                return Ok(r.take());
+            } else if let Some(e) = m.get_mut("error") {
+                return Err(e.take());
+            } else {
+                self.fail(&format!("unexpected message {m} after {cmd}"));
+            }
+        }
+    }
+
+    /// Runs `cmd`, which must succeed; its `return` value.
+    fn ok(&mut self, cmd: &str, args: serde_json::Value) -> serde_json::Value {
+        self.execute(cmd, args)
+            .unwrap_or_else(|e| self.fail(&format!("{cmd} failed: {e}")))
+    }
+
+    /// The first event called `name` (seen before or arriving within `timeout`) for which
+    /// `pred` holds on its `data`.
+    fn event(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let matches = |e: &serde_json::Value| e["event"] == name && pred(&e["data"]);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut checked = 0;
+        loop {
+            if let Some(e) = self.events[checked..].iter().find(|e| matches(e)) {
+                return e.clone();
+            }
+            checked = self.events.len();
+            if std::time::Instant::now() >= deadline {
+                self.fail(&format!(
+                    "no {name} event as expected; events: {:?}",
+                    self.events
+                ));
+            }
+            let m = self.read(deadline);
+            if m.get("event").is_none() {
+                self.fail(&format!("unexpected message {m} while waiting for {name}"));
+            }
+            self.events.push(m);
+        }
+    }
+
+    /// Repeats `query` every 100 ms until `pred` holds on its answer (within `timeout`);
+    /// returns that answer.
+    fn poll(
+        &mut self,
+        query: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let r = self.ok(query, serde_json::json!({}));
+            if pred(&r) {
+                return r;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.fail(&format!("{query} still answers {r} after {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `-qmp` for a monitor in L1 that the host reaches through [`Nested::qmp_port`]`(port)`.
+fn qmp_tcp_args(port: u16) -> [String; 2] {
+    [
+        "-qmp".to_string(),
+        format!("tcp:0.0.0.0:{port},server=on,wait=off"),
+    ]
+}
+
+const MIB: u64 = 1 << 20;
+/// L2's RAM in [`linux_balloon_inflates_to_the_qmp_target_and_deflates_back`].
+const BALLOON_RAM: u64 = 256 * MIB;
+/// The `balloon` target: half of it (more would only make the run longer: inflating costs
+/// about 35 ms per 1 MiB batch of the driver here).
+const BALLOON_TARGET: u64 = 128 * MIB;
+/// 4 KiB pages the balloon holds at that target.
+const BALLOON_PAGES: u64 = (BALLOON_RAM - BALLOON_TARGET) / 4096;
+
+/// L2 command for the balloon test. Every 100 ms it samples MemTotal and the pages in the
+/// balloon (`balloon_inflate - balloon_deflate` of /proc/vmstat, the driver's own count), and
+/// prints `mem: balloon=<pages> total=<KiB>` when two samples in a row agree on a state it has
+/// not printed yet: the idle state first, then where inflating and deflating settle (a pause
+/// of the driver halfway may print a state in between). It stops once the balloon is empty
+/// again after having held pages (at most about 3 minutes), then prints the driver's and
+/// the warn+ kernel messages; L2 then stays up until the host quits.
+const BALLOON_L2: &str = r#"
+mt() { awk '/^MemTotal:/ { print $2 }' /proc/meminfo; }
+bp() { awk '$1 == "balloon_inflate" { i = $2 } $1 == "balloon_deflate" { d = $2 } END { print i - d }' /proc/vmstat; }
+for v in /sys/bus/virtio/drivers/virtio_balloon/virtio*; do
+    echo "balloon-dev: ${v##*/} $(cat $v/features)"
+done
+prev=; said=; held=0; n=0
+while [ $n -lt 1800 ]; do
+    now="balloon=$(bp) total=$(mt)"
+    if [ "$now" = "$prev" ] && [ "$now" != "$said" ]; then
+        echo "mem: $now"
+        said=$now
+        case $now in
+            balloon=0\ *) [ $held = 1 ] && break ;;
+            *) held=1 ;;
+        esac
+    fi
+    prev=$now
+    n=$((n + 1))
+    sleep 0.1
+done
+dmesg -r | grep -i balloon | sed 's/^/balloon-dmesg: /'
+dmesg -r | grep '^<[0-4]>' | sed 's/^/dmesg: /'
+"#;
+
+/// Parses `mem: balloon=<pages> total=<KiB>`.
+fn mem_line(line: &str, t: &Transcript) -> (u64, u64) {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}\n{}", t.dump()))
+    };
+    (field("balloon="), field("total="))
+}
+
+/// Sets the balloon's `target` with QMP `balloon`, then waits for L2's `nth` `mem:` line with
+/// `pages` pages in the balloon, for `query-balloon` to report the target (the driver tells
+/// the device each batch of pages before it updates `actual`) and for a BALLOON_CHANGE
+/// saying so. Returns the seconds from the command to L2's line and MemTotal (KiB) then.
+fn balloon_to(
+    qmp: &mut Qmp,
+    run: &petrel_tests::nested::NestedRun,
+    target: u64,
+    pages: u64,
+    nth: usize,
+) -> (f64, u64) {
+    let asked = std::time::Instant::now();
+    qmp.ok("balloon", serde_json::json!({ "value": target }));
+    let line = run.wait_for_nth_line(
+        &format!("mem: balloon={pages} "),
+        nth,
+        Duration::from_secs(120),
+    );
+    let secs = asked.elapsed().as_secs_f64();
+    let (_, total) = mem_line(&line.text, &run.transcript());
+    qmp.poll("query-balloon", Duration::from_secs(10), |r| {
+        r["actual"] == target
+    });
+    qmp.event("BALLOON_CHANGE", Duration::from_secs(5), |d| {
+        d["actual"] == target
+    });
+    (secs, total)
+}
+
+/// The acceptance test for the balloon: L2 Linux with petrel's `virtio-balloon-pci`
+/// (`deflate-on-oom=off`, QEMU's default) and 256 MiB. The host, through the forwarded QMP
+/// port, asks for 128 MiB with `balloon`; Linux's virtio_balloon inflates by 32768 pages and,
+/// without VIRTIO_BALLOON_F_DEFLATE_ON_OOM, takes each from the managed pages
+/// (`adjust_managed_page_count(page, -1)` in fill_balloon), so MemTotal drops by exactly
+/// 128 MiB; `query-balloon` reports `actual` = 128 MiB and BALLOON_CHANGE says so. Then the
+/// target goes back to 256 MiB: the driver deflates, MemTotal returns to its value before,
+/// and `actual` to 256 MiB. The host ends the run with `quit`.
+#[test]
+fn linux_balloon_inflates_to_the_qmp_target_and_deflates_back() {
+    use serde_json::json;
+
+    let port = petrel_tests::nested::free_port();
+    let run = nested()
+        .petrel_args(["-smp", "1", "-m", "256M"])
+        .petrel_args(CPU)
+        .petrel_args([
+            "-device",
+            "virtio-balloon-pci,id=balloon0,deflate-on-oom=off",
+        ])
+        .petrel_args(qmp_tcp_args(port))
+        .qmp_port(port)
+        .l2_command(BALLOON_L2)
+        .l2_end(L2End::None)
+        .spawn();
+
+    let idle = run.wait_for_line("mem: ", Duration::from_secs(180));
+    let t0 = run.transcript();
+    let (pages0, total0) = mem_line(&idle.text, &t0);
+    assert_eq!(
+        pages0,
+        0,
+        "the balloon holds pages before any request\n{}",
+        t0.dump()
+    );
+
+    let mut qmp = Qmp::connect(&run);
+    assert_eq!(
+        qmp.ok("query-balloon", json!({})),
+        json!({ "actual": BALLOON_RAM }),
+        "query-balloon before inflating"
+    );
+
+    let (inflate_secs, total1) = balloon_to(&mut qmp, &run, BALLOON_TARGET, BALLOON_PAGES, 1);
+    // Deflate back to all of RAM (L2's second line with an empty balloon).
+    let (deflate_secs, total2) = balloon_to(&mut qmp, &run, BALLOON_RAM, 0, 2);
+    let status = qmp.ok("query-status", json!({}));
+    let change_events = qmp
+        .events
+        .iter()
+        .filter(|e| e["event"] == "BALLOON_CHANGE")
+        .count();
+    // L2's loop ends after the deflation and L2 stays up (a power-off right away could end
+    // petrel before the rate-limited last BALLOON_CHANGE): quit once its command has ended.
+    run.wait_for_line("L2-END", Duration::from_secs(30));
+    qmp.ok("quit", json!({}));
+    drop(qmp);
+    let t = run.finish();
+    eprintln!(
+        "nested balloon run: {:.1} s (L2 /init at {:.1} s; inflate by {} MiB took {inflate_secs:.1} \
+         s, deflate {deflate_secs:.1} s, from the QMP command to L2's line; {change_events} \
+         BALLOON_CHANGE events)",
+        t.elapsed.as_secs_f64(),
+        t.line("L2-INIT").map_or(f64::NAN, |l| l.at.as_secs_f64()),
+        (BALLOON_RAM - BALLOON_TARGET) / MIB,
+    );
+    t.assert_petrel_exit(0);
+    let boot = only_boot(&t);
+    assert_eq!(status["status"], "running", "{status}\n{}", t.dump());
+
+    // The driver bound petrel's device, and the device did not offer DEFLATE_ON_OOM (bit 2 of
+    // the feature string, which virtio prints as one digit per bit from bit 0).
+    let dev = value(&boot, "balloon-dev", &t);
+    let features = dev.split_whitespace().nth(1).unwrap_or("");
+    assert_eq!(
+        features.as_bytes().get(2),
+        Some(&b'0'),
+        "DEFLATE_ON_OOM offered: {dev}\n{}",
+        t.dump()
+    );
+    assert_eq!(
+        features.as_bytes().get(32),
+        Some(&b'1'),
+        "VIRTIO_F_VERSION_1 not negotiated: {dev}\n{}",
+        t.dump()
+    );
+
+    // MemTotal: down by exactly the balloon (one managed page per 4 KiB page), then back.
+    let kib = (BALLOON_RAM - BALLOON_TARGET) / 1024;
+    assert_eq!(
+        total0 - total1,
+        kib,
+        "MemTotal went from {total0} to {total1} KiB with {BALLOON_PAGES} pages ballooned \
+         (expected {kib} KiB less)\n{}",
+        t.dump()
+    );
+    assert_eq!(
+        total2,
+        total0,
+        "MemTotal after deflating is not what it was before\n{}",
+        t.dump()
+    );
+
+    let balloon_dmesg = boot.values("balloon-dmesg: ");
+    if !balloon_dmesg.is_empty() {
+        eprintln!("L2 balloon kernel messages:\n{}", balloon_dmesg.join("\n"));
+    }
+    assert_no_trouble("balloon", &balloon_dmesg, &t);
+    // L2's other warn+ messages are shown, not judged: on a host starved of CPU this boot
+    // sees the clock warnings (TSC marked unstable against kvm-clock, APIC calibration far
+    // off) that `linux_dmesg_has_no_platform_warnings` is there to judge on its own boot.
+    let warnings = boot.values("dmesg: ");
+    if !warnings.is_empty() {
+        eprintln!(
+            "L2 warn+ kernel messages (not judged here):\n{}",
+            warnings.join("\n")
+        );
+    }
+}
+
+/// L2's RAM in [`linux_guest_memory_dump_opens_in_gdb`].
+const DUMP_RAM: u64 = 256 * MIB;
+/// Size of each disk image the dumps go to: the RAM and 1 MiB for the headers and notes.
+const DUMP_DISK_SIZE: u64 = DUMP_RAM + MIB;
+
+/// L2 command for the dump test: what the host checks the vmcores against (kernel symbols
+/// from /proc/kallsyms, KASLR included; the kernel image's physical start from /proc/iomem;
+/// /proc/version, which is the text of `linux_banner`), then `dump-ready`. L2 stays up.
+const DUMP_L2: &str = r#"
+echo "cpus: $(cat /sys/devices/system/cpu/online)"
+grep -E ' (_text|_stext|_etext|linux_banner)$' /proc/kallsyms | while read a x n; do
+    echo "sym-$n: $a"
+done
+echo "kcode: $(grep 'Kernel code' /proc/iomem)"
+echo "version: $(cat /proc/version)"
+echo dump-ready
+"#;
+
+/// An ELF64 core's program headers and notes, as `tests/qmp/test_qmp_dump.py` reads them.
+struct Core {
+    data: Vec<u8>,
+    /// (p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz)
+    phdrs: Vec<(u32, u64, u64, u64, u64, u64)>,
+    /// (owner, type, descriptor)
+    notes: Vec<(String, u32, Vec<u8>)>,
+}
+
+fn u16_at(d: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(d[at..at + 2].try_into().unwrap())
+}
+fn u32_at(d: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(d[at..at + 4].try_into().unwrap())
+}
+fn u64_at(d: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(d[at..at + 8].try_into().unwrap())
+}
+
+impl Core {
+    /// The core at the start of `image` (a disk the dump was streamed to), cut to its end:
+    /// the furthest of its program headers, section headers and segments.
+    fn from_image(image: &[u8]) -> Result<Core, String> {
+        if image.len() < 64 || &image[..4] != b"\x7fELF" || image[4] != 2 || image[5] != 1 {
+            return Err(format!(
+                "not an ELF64 LE file: {:02x?}",
+                &image[..16.min(image.len())]
+            ));
+        }
+        let phoff = u64_at(image, 32) as usize;
+        let shoff = u64_at(image, 40) as usize;
+        let phnum = u16_at(image, 56) as usize;
+        let shnum = u16_at(image, 60) as usize;
+        let mut end = (phoff + 56 * phnum).max(shoff + 64 * shnum);
+        let mut phdrs = Vec::new();
+        for i in 0..phnum {
+            let at = phoff + 56 * i;
+            let ph = (
+                u32_at(image, at),
+                u64_at(image, at + 8),
+                u64_at(image, at + 16),
+                u64_at(image, at + 24),
+                u64_at(image, at + 32),
+                u64_at(image, at + 40),
+            );
+            end = end.max((ph.1 + ph.4) as usize);
+            phdrs.push(ph);
+        }
+        if end > image.len() {
+            return Err(format!(
+                "the core ends at {end}, after the image ({})",
+                image.len()
+            ));
+        }
+        let data = image[..end].to_vec();
+        let mut notes = Vec::new();
+        for &(_, off, _, _, filesz, _) in phdrs.iter().filter(|p| p.0 == 4) {
+            let (mut at, stop) = (off as usize, (off + filesz) as usize);
+            while at + 12 <= stop {
+                let (namesz, descsz) = (u32_at(&data, at) as usize, u32_at(&data, at + 4) as usize);
+                let name = String::from_utf8_lossy(&data[at + 12..at + 12 + namesz])
+                    .trim_end_matches('\0')
+                    .to_string();
+                let desc_at = at + 12 + namesz.next_multiple_of(4);
+                notes.push((
+                    name,
+                    u32_at(&data, at + 8),
+                    data[desc_at..desc_at + descsz].to_vec(),
+                ));
+                at = desc_at + descsz.next_multiple_of(4);
+            }
+        }
+        Ok(Core { data, phdrs, notes })
+    }
+
+    /// The PT_LOADs: (offset, vaddr, paddr, filesz, memsz).
+    fn loads(&self) -> Vec<(u64, u64, u64, u64, u64)> {
+        self.phdrs
+            .iter()
+            .filter(|p| p.0 == 1)
+            .map(|p| (p.1, p.2, p.3, p.4, p.5))
+            .collect()
+    }
+
+    /// `len` bytes at virtual address `vaddr`, through the PT_LOADs.
+    fn at_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        self.loads()
+            .into_iter()
+            .find_map(|(off, va, _, filesz, _)| {
+                (va <= vaddr && vaddr + len as u64 <= va + filesz).then(|| {
+                    let at = (off + vaddr - va) as usize;
+                    &self.data[at..at + len]
+                })
+            })
+    }
+
+    /// (pid, rip) of each NT_PRSTATUS note (x86-64 `elf_prstatus`: pid at 32, the 27
+    /// registers of `user_regs_struct` from 112, rip the 17th).
+    fn prstatus(&self) -> Vec<(u32, u64)> {
+        self.notes
+            .iter()
+            .filter(|(name, ty, _)| name == "CORE" && *ty == 1)
+            .map(|(_, _, d)| (u32_at(d, 32), u64_at(d, 112 + 16 * 8)))
+            .collect()
+    }
+}
+
+/// Runs a host tool; its stdout and stderr. Panics if it cannot start.
+fn tool(cmd: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What `gdb -batch -c CORE` says about the core's threads and the string at `addr`.
+fn gdb_on_core(core: &std::path::Path, addr: u64) -> String {
+    let (ok, out, err) = tool(
+        "gdb",
+        &[
+            "-nx",
+            "-batch",
+            "-c",
+            &core.to_string_lossy(),
+            "-ex",
+            "info threads",
+            "-ex",
+            &format!("x/s {addr:#x}"),
+        ],
+    );
+    assert!(ok, "gdb failed on {}: {err}\n{out}", core.display());
+    out
+}
+
+/// The thread rows of gdb's `info threads`: (LWP number, frame address).
+fn gdb_threads(out: &str) -> Vec<(u32, u64)> {
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches('*').trim();
+            let lwp = l
+                .split("LWP ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let addr = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("0x"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())?;
+            Some((lwp, addr))
+        })
+        .collect()
+}
+
+/// The acceptance test for dumps: L2 Linux with `-smp 2 -m 256M`; the host asks, through
+/// the forwarded QMP port, for `dump-guest-memory` without paging to `file:/dev/vda` and with
+/// paging to `file:/dev/vdb` (L1's virtio disks, host image files read after the run; petrel
+/// streams into a block device). Each vmcore: `readelf` reads it without complaint and finds
+/// two NT_PRSTATUS notes and two QEMU CPU-state notes; without paging one PT_LOAD holds all
+/// of RAM at virtual = physical; with paging the PT_LOADs are the kernel's virtual mappings;
+/// `gdb -c` lists two threads (LWP 1 and 2) stopped in the kernel's text, and reads
+/// `linux_banner`, equal to L2's /proc/version, at its physical address (computed from
+/// /proc/iomem's "Kernel code") in the first core and at its virtual address (from
+/// /proc/kallsyms) in the second.
+#[test]
+fn linux_guest_memory_dump_opens_in_gdb() {
+    use serde_json::json;
+    use std::time::Instant;
+
+    let dir = petrel_tests::TempDir::new("nested-dump");
+    let disks = [dir.path().join("phys.img"), dir.path().join("paging.img")];
+    for d in &disks {
+        std::fs::File::create(d)
+            .and_then(|f| f.set_len(DUMP_DISK_SIZE))
+            .expect("create a disk image");
+    }
+    let port = petrel_tests::nested::free_port();
+    let run = nested()
+        .petrel_args(["-smp", "2", "-m", "256M"])
+        .petrel_args(CPU)
+        .petrel_args(qmp_tcp_args(port))
+        .qmp_port(port)
+        .disk(&disks[0])
+        .disk(&disks[1])
+        .l2_command(DUMP_L2)
+        .l2_end(L2End::None)
+        .spawn();
+    run.wait_for_line("dump-ready", Duration::from_secs(180));
+    let mut qmp = Qmp::connect(&run);
+    assert_eq!(
+        qmp.ok("query-dump", json!({})),
+        json!({ "status": "none", "completed": 0, "total": 0 })
+    );
+    let done = json!({ "status": "completed", "completed": DUMP_RAM, "total": DUMP_RAM });
+    let mut secs = Vec::new();
+    for (i, paging) in [false, true].into_iter().enumerate() {
+        let started = Instant::now();
+        let protocol = format!("file:{}", petrel_tests::nested::l1_disk(i));
+        assert_eq!(
+            qmp.ok(
+                "dump-guest-memory",
+                json!({ "paging": paging, "protocol": protocol })
+            ),
+            json!({})
+        );
+        secs.push(started.elapsed().as_secs_f64());
+        let ev = qmp.event("DUMP_COMPLETED", Duration::from_secs(10), |d| {
+            d["result"]["status"] != "active"
+        });
+        assert_eq!(ev["data"], json!({ "result": done }), "paging={paging}");
+        qmp.events.clear();
+        assert_eq!(qmp.ok("query-dump", json!({})), done, "paging={paging}");
+    }
+    // The guest ran on (petrel's writer works on a snapshot).
+    let status = qmp.ok("query-status", json!({}));
+    qmp.ok("quit", json!({}));
+    drop(qmp);
+    let t = run.finish();
+    eprintln!(
+        "nested dump run: {:.1} s (L2 /init at {:.1} s; dump-guest-memory of {} MiB took \
+         {:.1} s without paging, {:.1} s with, to the reply)",
+        t.elapsed.as_secs_f64(),
+        t.line("L2-INIT").map_or(f64::NAN, |l| l.at.as_secs_f64()),
+        DUMP_RAM / MIB,
+        secs[0],
+        secs[1],
+    );
+    t.assert_petrel_exit(0);
+    assert_eq!(status["status"], "running", "{status}\n{}", t.dump());
+    let boots = t.l2_boots();
+    assert_eq!(boots.len(), 1, "expected one L2 boot\n{}", t.dump());
+    let boot = &boots[0];
+    let get = |key: &str| value(boot, key, &t);
+    assert_eq!(get("cpus"), "0-1", "{}", t.dump());
+    let sym = |name: &str| {
+        u64::from_str_radix(&get(&format!("sym-{name}")), 16)
+            .unwrap_or_else(|e| panic!("sym-{name}: {e}\n{}", t.dump()))
+    };
+    let (text, stext, etext, banner) = (
+        sym("_text"),
+        sym("_stext"),
+        sym("_etext"),
+        sym("linux_banner"),
+    );
+    assert!(
+        text >= 0xffff_ffff_8000_0000 && stext < etext,
+        "kallsyms gave no addresses: _text {text:#x}\n{}",
+        t.dump()
+    );
+    // "kcode: 01000000-01c00ee6 : Kernel code": the physical address of _text.
+    let kcode = get("kcode");
+    let kcode_phys = kcode
+        .split('-')
+        .next()
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("cannot parse {kcode:?}\n{}", t.dump()));
+    let banner_phys = kcode_phys + (banner - text);
+    let version = format!("{}\n", get("version"));
+    let release = petrel_tests::nested::artifacts().kernel_release;
+    assert!(
+        version.starts_with(&format!("Linux version {release} ")),
+        "{version}"
+    );
+
+    for (i, paging) in [false, true].into_iter().enumerate() {
+        let what = if paging { "paging" } else { "physical" };
+        let image = std::fs::read(&disks[i]).expect("read the dump disk");
+        let elf =
+            Core::from_image(&image).unwrap_or_else(|e| panic!("{what} dump: {e}\n{}", t.dump()));
+        let core = dir.path().join(format!("vmcore-{what}"));
+        std::fs::write(&core, &elf.data).expect("write the core");
+
+        let (ok, out, err) = tool(
+            "readelf",
+            &["-h", "-l", "-n", "-W", &core.to_string_lossy()],
+        );
+        assert!(
+            ok && err.is_empty(),
+            "readelf on the {what} dump: {err}\n{out}"
+        );
+        assert!(
+            out.contains("CORE (Core file)") && out.contains("X86-64"),
+            "{what} dump: {out}"
+        );
+        assert_eq!(out.matches("NT_PRSTATUS").count(), 2, "{what} dump: {out}");
+        // QEMU's CPU-state notes (owner "QEMU", type 0), one per vCPU.
+        let qemu_notes = elf
+            .notes
+            .iter()
+            .filter(|n| n.0 == "QEMU" && n.1 == 0)
+            .count();
+        assert_eq!(qemu_notes, 2, "{what} dump: {out}");
+
+        let loads = elf.loads();
+        let loads_shown = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("LOAD"))
+            .count();
+        assert_eq!(loads_shown, loads.len(), "{what} dump: {out}");
+        if paging {
+            // The mappings of the page tables the vCPUs were on: the kernel's (upper half)
+            // and those of the process that was current (lower half). Each is backed by RAM
+            // stored once, in physical order after the headers: file offset - physical
+            // address is the same for all.
+            let base = loads[0].0.wrapping_sub(loads[0].2);
+            for &(off, va, pa, filesz, memsz) in &loads {
+                assert!(
+                    pa + memsz <= DUMP_RAM && filesz == memsz && off.wrapping_sub(pa) == base,
+                    "{what} dump: PT_LOAD at {va:#x}\n{out}"
+                );
+            }
+            assert!(
+                loads.iter().filter(|l| l.1 >> 63 == 1).count() > 1,
+                "{what} dump: no kernel mappings\n{out}"
+            );
+        } else {
+            assert_eq!(
+                loads
+                    .iter()
+                    .map(|l| (l.1, l.2, l.3, l.4))
+                    .collect::<Vec<_>>(),
+                vec![(0, 0, DUMP_RAM, DUMP_RAM)],
+                "{what} dump: {out}"
+            );
+        }
+
+        // linux_banner in the dump, where the kernel says it is.
+        let addr = if paging { banner } else { banner_phys };
+        let bytes = elf
+            .at_vaddr(addr, version.len())
+            .unwrap_or_else(|| panic!("{what} dump: no PT_LOAD holds {addr:#x}\n{out}"));
+        assert_eq!(
+            String::from_utf8_lossy(bytes),
+            version,
+            "{what} dump: linux_banner at {addr:#x}"
+        );
+
+        // Registers: two vCPUs (pids 1 and 2), both in the kernel's text (idle or the
+        // shell's system call).
+        let regs = elf.prstatus();
+        assert_eq!(
+            regs.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![1, 2],
+            "{what} dump"
+        );
+        for &(pid, rip) in &regs {
+            assert!(
+                (stext..etext).contains(&rip),
+                "{what} dump: vCPU {pid}'s rip {rip:#x} is outside the kernel's text \
+                 [{stext:#x}, {etext:#x})"
+            );
+        }
+
+        // gdb opens the core without the kernel: two threads, the same rips, the banner.
+        let gdb = gdb_on_core(&core, addr);
+        eprintln!("gdb on the {what} dump:\n{gdb}");
+        assert_eq!(gdb_threads(&gdb), regs, "{what} dump: gdb says\n{gdb}");
+        let head = format!("\"Linux version {release} ");
+        assert!(
+            gdb.lines()
+                .any(|l| l.starts_with(&format!("{addr:#x}")) && l.contains(&head)),
+            "{what} dump: gdb does not read linux_banner at {addr:#x}:\n{gdb}"
+        );
+    }
+}

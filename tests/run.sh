@@ -15,6 +15,7 @@ command -v iasl >/dev/null || need_apt+=(acpica-tools)
 # Debian's qemu-system-x86 7.2, and cpio to pack initramfs images (the kernel and
 # busybox-static are fetched by resources/nested/build.sh with apt-get download).
 command -v cpio >/dev/null || need_apt+=(cpio)
+command -v gdb >/dev/null || need_apt+=(gdb)
 # The user netdev (net/, libslirp-sys) links Debian's libslirp, found through pkg-config
 # (slirp.pc requires glib).
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)

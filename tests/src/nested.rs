@@ -509,6 +509,45 @@ impl NestedRun {
         self.qmp_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
+    /// Connects to the port forwarded with [`Nested::qmp_port`] once a server petrel opened
+    /// there in L1 has sent its first line (QMP's greeting), and returns the stream and that
+    /// line (the reader may hold more). Until petrel listens, L0's slirp accepts the host's
+    /// connection and closes it at once: this retries every 200 ms. The stream has no read
+    /// timeout. Panics with the console if `timeout` (or the run's limit) passes, petrel
+    /// exits or a kernel panics first.
+    pub fn connect_forwarded(&self, timeout: Duration) -> (BufReader<std::net::TcpStream>, String) {
+        let addr = self.qmp_addr().expect("Nested::qmp_port was not set");
+        let deadline = (Instant::now() + timeout).min(self.deadline);
+        loop {
+            if let Ok(s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut reader = BufReader::new(s);
+                let mut line = String::new();
+                if matches!(reader.read_line(&mut line), Ok(n) if n > 0 && line.ends_with('\n')) {
+                    let _ = reader.get_ref().set_read_timeout(None);
+                    return (reader, line);
+                }
+            }
+            {
+                let c = self.console.0.lock().unwrap();
+                let over = c.closed
+                    || c.lines
+                        .iter()
+                        .any(|l| l.text.contains("L1-PETREL-EXIT") || l.text.contains(PANIC_MARK));
+                drop(c);
+                if over {
+                    self.fail(&format!(
+                        "no server answered on {addr} before the run ended"
+                    ));
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("no server answered on {addr} in time"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until a console line starts with `prefix`; returns it. Panics with the console
     /// if `timeout` (or the run's limit) passes, L0 exits, or a kernel panics first.
     pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Line {
