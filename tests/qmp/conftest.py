@@ -29,8 +29,10 @@ class Petrel:
         self.lines = []
         self.cond = threading.Condition()
         self.stderr = b""
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                        threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self.readers:
+            t.start()
 
     def _read_stdout(self):
         for raw in self.proc.stdout:
@@ -79,9 +81,17 @@ class Petrel:
         with self.cond:
             return sum(1 for l in self.lines if l is not None and l.startswith(prefix))
 
+    def _join_readers(self):
+        # Once the process is gone its pipes reach EOF; wait for the readers so that
+        # `stderr` and the console hold everything it wrote.
+        for t in self.readers:
+            t.join(TIMEOUT)
+
     def wait_exit(self, timeout=TIMEOUT):
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
+            self._join_readers()
+            return rc
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -105,6 +115,7 @@ class Petrel:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._join_readers()
 
 
 @pytest.fixture
