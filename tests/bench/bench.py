@@ -563,7 +563,8 @@ def dump_report(results, runs):
 dump-guest-memory (ELF, `paging=false`, `protocol=file:` on disk) of a {DUMP_RAM_MIB} MiB guest whose
 every RAM page the guest wrote first (`petrel.test=memfill petrel.memfill.touch=1`), timed from the
 command to its answer; medians of {runs} runs per VMM taken alternately. QEMU stops the guest for
-the whole dump; petrel holds the vCPUs only while it forks its writer.
+the whole dump and writes through the page cache; petrel holds the vCPUs only while it forks its
+writer, which writes guest memory to the file with `O_DIRECT`.
 
 | metric | petrel | QEMU microvm | petrel / QEMU | target |
 |---|---|---|---|---|

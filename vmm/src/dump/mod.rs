@@ -154,7 +154,13 @@ impl DumpLayer {
             total: 0,
             progress: None,
         };
-        match self.launch(fd, filter, args.paging, env) {
+        match self.launch(
+            fd,
+            args.protocol.starts_with("file:"),
+            filter,
+            args.paging,
+            env,
+        ) {
             Ok(launched) => {
                 let held = if args.detach {
                     reply(Ok(VmmData::Empty));
@@ -175,6 +181,7 @@ impl DumpLayer {
     fn launch(
         &mut self,
         fd: OwnedFd,
+        created: bool,
         filter: Option<(i64, i64)>,
         paging: bool,
         env: &DumpEnv,
@@ -184,7 +191,7 @@ impl DumpLayer {
         let filter = filter.map(|(b, l)| Filter::new(b, l)).transpose()?;
         self.lock().total = plan::total(&regions, filter);
         let pieces = plan::pieces(&regions, filter)?;
-        let sink = target::sink_of(&fd);
+        let sink = target::sink_of(&fd, created);
         let progress = Arc::new(child::SharedProgress::new()?);
 
         let held_at = std::time::Instant::now();

@@ -37,9 +37,24 @@ pub fn open(protocol: &str, fds: &MonitorFds) -> Result<OwnedFd, DumpError> {
     Err(DumpError::InvalidParameter("protocol"))
 }
 
+/// Whether `fd`'s file lives in memory (tmpfs, ramfs), where its page cache is the file and
+/// `O_DIRECT` would only add a copy.
+fn in_memory(fd: &OwnedFd) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    // SAFETY: an all-zero statfs is a valid out buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out pointer; fstatfs only reads the descriptor.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
+}
+
 /// How to write to `fd`: sparse into a regular file whose bytes from the current offset on
-/// do not exist yet (and that does not append), else sequentially.
-pub fn sink_of(fd: &OwnedFd) -> Sink {
+/// do not exist yet (and that does not append), else sequentially. `created`: petrel opened
+/// the file itself (`file:`), so it may switch the descriptor to `O_DIRECT`.
+pub fn sink_of(fd: &OwnedFd, created: bool) -> Sink {
     // SAFETY: F_GETFL only reads the descriptor's flags.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     let Ok(file) = fd.try_clone().map(File::from) else {
@@ -49,8 +64,45 @@ pub fn sink_of(fd: &OwnedFd) -> Sink {
         return Sink::Stream;
     };
     if flags >= 0 && flags & libc::O_APPEND == 0 && meta.is_file() && meta.len() <= base {
-        Sink::Sparse { base }
+        Sink::Sparse {
+            base,
+            direct: created && !in_memory(fd),
+        }
     } else {
         Sink::Stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink_for(dir: &std::path::Path, created: bool) -> Sink {
+        let path = dir.join(format!("petrel-sink-{}", std::process::id()));
+        let fd = OwnedFd::from(File::create(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        sink_of(&fd, created)
+    }
+
+    #[test]
+    fn direct_only_for_created_files_on_disk() {
+        // The test binary lives on the build's disk; /dev/shm is a tmpfs.
+        let exe = std::env::current_exe().unwrap();
+        let disk = exe.parent().unwrap();
+        assert!(matches!(
+            sink_for(disk, true),
+            Sink::Sparse {
+                base: 0,
+                direct: true
+            }
+        ));
+        assert!(matches!(
+            sink_for(disk, false),
+            Sink::Sparse { direct: false, .. }
+        ));
+        assert!(matches!(
+            sink_for(std::path::Path::new("/dev/shm"), true),
+            Sink::Sparse { direct: false, .. }
+        ));
     }
 }
