@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks petrel against QEMU 7.2 in the same run (start-up time, memory overhead, port-I/O
-# exit rate) and prints a report; pass --write to record it in docs/benchmarks.md.
+# exit rate, QMP round trips, virtio-blk, virtio-net, dump-guest-memory) and prints a report;
+# pass --write to record it in docs/benchmarks.md, --only blk|net|dump for one group.
 # Installs QEMU 7.2 (Debian bookworm's qemu-system-x86) if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
