@@ -11,6 +11,7 @@
 pub mod balloon;
 pub mod block;
 pub mod interrupt;
+pub mod io_thread;
 pub mod net;
 pub mod pci;
 
@@ -133,5 +134,37 @@ pub fn pci_class(device_type: u32) -> (u8, u8, u8) {
         TYPE_BALLOON => (0x00, 0xff, 0x00),
         // Other (unclassified) device.
         _ => (0xff, 0x00, 0x00),
+    }
+}
+
+/// Reads `data` at `offset` of a configuration space laid out in `space`; bytes beyond it
+/// read as zero, as the spec leaves them and QEMU answers.
+pub fn read_config_space(space: &[u8], offset: u64, data: &mut [u8]) {
+    let from = usize::try_from(offset)
+        .ok()
+        .and_then(|o| space.get(o..))
+        .unwrap_or(&[]);
+    let n = from.len().min(data.len());
+    data[..n].copy_from_slice(&from[..n]);
+    data[n..].fill(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_past_the_end_are_zero() {
+        let space = [1u8, 2, 3, 4];
+        let mut data = [0xff; 4];
+        read_config_space(&space, 2, &mut data);
+        assert_eq!(data, [3, 4, 0, 0]);
+        read_config_space(&space, 9, &mut data);
+        assert_eq!(data, [0; 4]);
+        read_config_space(&space, u64::MAX, &mut data[..1]);
+        assert_eq!(data[0], 0);
+        let mut one = [0u8; 1];
+        read_config_space(&space, 1, &mut one);
+        assert_eq!(one, [2]);
     }
 }

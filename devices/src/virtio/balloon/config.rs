@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::virtio::read_config_space;
+
 /// Length of the configuration space: up to `poison_val`, as QEMU exposes it while it
 /// offers `VIRTIO_BALLOON_F_PAGE_POISON` (its default).
 pub const CONFIG_LEN: usize = 16;
@@ -40,11 +42,7 @@ impl BalloonConfig {
 
     /// Reads `data.len()` bytes at `offset`; bytes past the end read as zero.
     pub fn read(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let bytes = self.to_bytes();
-        let start = usize::try_from(offset).map_or(CONFIG_LEN, |o| o.min(CONFIG_LEN));
-        let n = data.len().min(CONFIG_LEN - start);
-        data[..n].copy_from_slice(&bytes[start..start + n]);
+        read_config_space(&self.to_bytes(), offset, data);
     }
 
     /// Applies a driver write of `data` at `offset`, as QEMU's `virtio_balloon_set_config`

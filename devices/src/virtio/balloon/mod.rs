@@ -22,7 +22,6 @@ mod tests;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use log::error;
 use serde::{Deserialize, Serialize};
@@ -33,6 +32,7 @@ pub use config::BalloonConfig;
 pub use pages::{PageRuns, PageSet, PAGE_SHIFT, PAGE_SIZE};
 pub use stats::{GuestStats, STAT_NAMES};
 
+use super::io_thread::IoThread;
 use super::{
     ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError, VirtioInterrupt,
     VirtioInterruptType, TYPE_BALLOON, VIRTIO_F_VERSION_1,
@@ -152,23 +152,6 @@ pub struct VirtioBalloonState {
     pub stats_poll_interval: u32,
 }
 
-/// The running queue thread.
-struct Worker {
-    stop: EventFd,
-    handle: JoinHandle<()>,
-}
-
-impl Worker {
-    fn stop(self) {
-        if let Err(e) = self.stop.write(1) {
-            error!("virtio-balloon: cannot signal the queue thread to stop: {e}");
-        }
-        if self.handle.join().is_err() {
-            error!("virtio-balloon: the queue thread panicked");
-        }
-    }
-}
-
 /// A virtio-balloon device.
 pub struct VirtioBalloon {
     id: String,
@@ -178,7 +161,7 @@ pub struct VirtioBalloon {
     events: Arc<dyn BalloonEvents>,
     shared: Arc<Shared>,
     interrupt: Option<Arc<dyn VirtioInterrupt>>,
-    worker: Option<Worker>,
+    worker: Option<IoThread>,
 }
 
 impl std::fmt::Debug for VirtioBalloon {
@@ -297,12 +280,6 @@ impl VirtioBalloon {
         }
         Ok(())
     }
-
-    fn stop_worker(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
-    }
 }
 
 impl VirtioDevice for VirtioBalloon {
@@ -344,21 +321,21 @@ impl VirtioDevice for VirtioBalloon {
         if self.worker.is_some() {
             return Err(VirtioDeviceError::AlreadyActive);
         }
-        let backend_err = |e: std::io::Error| VirtioDeviceError::Backend(Box::new(e));
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(backend_err)?;
-        let ctx = worker::Context {
-            id: self.id.clone(),
-            mem,
-            interrupt: interrupt.clone(),
-            shared: self.shared.clone(),
-            stop: stop.try_clone().map_err(backend_err)?,
+        let (id, shared, irq) = (self.id.clone(), self.shared.clone(), interrupt.clone());
+        let body = move |stop| {
+            let ctx = worker::Context {
+                id,
+                mem,
+                interrupt: irq,
+                shared,
+                stop,
+            };
+            worker::run(ctx, queues)
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("virtio-balloon-{}", self.id))
-            .spawn(move || worker::run(ctx, queues))
-            .map_err(backend_err)?;
+        let thread = IoThread::spawn(format!("virtio-balloon-{}", self.id), body)
+            .map_err(|e| VirtioDeviceError::Backend(Box::new(e)))?;
         self.interrupt = Some(interrupt);
-        self.worker = Some(Worker { stop, handle });
+        self.worker = Some(thread);
         Ok(())
     }
 
@@ -367,7 +344,7 @@ impl VirtioDevice for VirtioBalloon {
     /// of ballooned frames (a new driver starts with all of its memory; what was discarded
     /// comes back zero-filled on its first touch).
     fn reset(&mut self) -> Result<(), VirtioDeviceError> {
-        self.stop_worker();
+        self.worker = None;
         self.interrupt = None;
         self.acked_features = 0;
         self.config.poison_val = 0;
@@ -412,11 +389,5 @@ impl Stateful for VirtioBalloon {
             .poll_interval
             .store(state.stats_poll_interval, Ordering::Release);
         Ok(())
-    }
-}
-
-impl Drop for VirtioBalloon {
-    fn drop(&mut self) {
-        self.stop_worker();
     }
 }

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{debug, error, warn};
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::pages::{self, Outcome};
 use super::stats::STAT_LEN;
 use super::{Shared, DEFLATE_QUEUE, INFLATE_QUEUE, STATS_QUEUE};
+use crate::virtio::io_thread::epoll_for_input;
 use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt, VirtioInterruptType};
 
 /// Frame numbers handled per batch (one 4 KiB read of the buffer).
@@ -114,24 +115,9 @@ pub(super) fn run(ctx: Context, mut queues: Vec<ActivatedQueue>) {
 }
 
 fn setup_epoll(ctx: &Context, queues: &[ActivatedQueue]) -> std::io::Result<Epoll> {
-    let epoll = Epoll::new()?;
-    for (token, q) in queues.iter().enumerate() {
-        epoll.ctl(
-            ControlOperation::Add,
-            q.notify.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, token as u64),
-        )?;
-    }
-    let fds = [ctx.stop.as_raw_fd(), ctx.shared.poll_changed.as_raw_fd()];
-    for (i, fd) in fds.into_iter().enumerate() {
-        let token = (queues.len() + i) as u64;
-        epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN, token),
-        )?;
-    }
-    Ok(epoll)
+    let notifies = queues.iter().map(|q| q.notify.as_raw_fd());
+    let fds = notifies.chain([ctx.stop.as_raw_fd(), ctx.shared.poll_changed.as_raw_fd()]);
+    epoll_for_input(fds.zip(0u64..))
 }
 
 impl StatsPoll {

@@ -15,21 +15,20 @@ mod worker;
 mod tests;
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use log::error;
 use petrel_block::BlockBackend;
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_blk;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use control::{DiskControl, DiskEvents, IoErrorReport, IoStatus};
 pub use policy::{ErrorAction, ErrorOutcome, ErrorPolicy};
 
+use super::io_thread::IoThread;
 use super::{
-    ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError, VirtioInterrupt,
-    VirtioInterruptType, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+    read_config_space, ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError,
+    VirtioInterrupt, VirtioInterruptType, TYPE_BLOCK, VIRTIO_F_VERSION_1,
 };
 
 /// Sector size of the virtio-blk protocol, whatever the logical block size.
@@ -183,23 +182,6 @@ pub struct VirtioBlockState {
     pub config: VirtioBlockConfig,
 }
 
-/// The running I/O thread.
-struct Worker {
-    stop: EventFd,
-    handle: JoinHandle<()>,
-}
-
-impl Worker {
-    fn stop(self) {
-        if let Err(e) = self.stop.write(1) {
-            error!("virtio-blk: cannot signal the I/O thread to stop: {e}");
-        }
-        if self.handle.join().is_err() {
-            error!("virtio-blk: the I/O thread panicked");
-        }
-    }
-}
-
 /// A virtio-blk device.
 pub struct VirtioBlock {
     id: String,
@@ -212,7 +194,7 @@ pub struct VirtioBlock {
     acked_features: u64,
     config: VirtioBlockConfig,
     interrupt: Option<Arc<dyn VirtioInterrupt>>,
-    worker: Option<Worker>,
+    worker: Option<IoThread>,
 }
 
 impl std::fmt::Debug for VirtioBlock {
@@ -360,12 +342,6 @@ impl VirtioBlock {
         self.config = state.config;
         self.config.capacity = capacity;
     }
-
-    fn stop_worker(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
-    }
 }
 
 impl VirtioDevice for VirtioBlock {
@@ -386,15 +362,7 @@ impl VirtioDevice for VirtioBlock {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let bytes = self.config.to_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| bytes.get(o))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config.to_bytes(), offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -419,29 +387,30 @@ impl VirtioDevice for VirtioBlock {
         if queues.is_empty() {
             return Err(VirtioDeviceError::QueueNotEnabled(0));
         }
-        let backend_err = |e: std::io::Error| VirtioDeviceError::Backend(Box::new(e));
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(backend_err)?;
-        let ctx = worker::Context {
-            mem,
-            backend: self.backend.clone(),
-            serial: self.serial,
-            interrupt: interrupt.clone(),
-            read_only: self.backend.is_read_only(),
-            cache: self.cache,
-            control: self.control.clone(),
-            stop: stop.try_clone().map_err(backend_err)?,
+        let (backend, serial, cache) = (self.backend.clone(), self.serial, self.cache);
+        let (control, irq) = (self.control.clone(), interrupt.clone());
+        let body = move |stop| {
+            let ctx = worker::Context {
+                mem,
+                read_only: backend.is_read_only(),
+                backend,
+                serial,
+                interrupt: irq,
+                cache,
+                control,
+                stop,
+            };
+            worker::run(ctx, queues)
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("virtio-blk-{}", self.id))
-            .spawn(move || worker::run(ctx, queues))
-            .map_err(backend_err)?;
+        let thread = IoThread::spawn(format!("virtio-blk-{}", self.id), body)
+            .map_err(|e| VirtioDeviceError::Backend(Box::new(e)))?;
         self.interrupt = Some(interrupt);
-        self.worker = Some(Worker { stop, handle });
+        self.worker = Some(thread);
         Ok(())
     }
 
     fn reset(&mut self) -> Result<(), VirtioDeviceError> {
-        self.stop_worker();
+        self.worker = None;
         self.interrupt = None;
         self.acked_features = 0;
         Ok(())
@@ -449,11 +418,5 @@ impl VirtioDevice for VirtioBlock {
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
-    }
-}
-
-impl Drop for VirtioBlock {
-    fn drop(&mut self) {
-        self.stop_worker();
     }
 }

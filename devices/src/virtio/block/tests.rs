@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use petrel_block::{BlockGraph, ImageFormat, OpenOptions};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
 

@@ -20,7 +20,7 @@ use virtio_queue::QueueT;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend as _, GuestMemoryMmap, VolatileSlice,
 };
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::control::{DiskControl, IoErrorReport};
@@ -28,6 +28,7 @@ use super::policy::ErrorOutcome;
 use super::{
     CacheMode, ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, MAX_WRITE_ZEROES_SEG, SECTOR_SHIFT,
 };
+use crate::virtio::io_thread::epoll_for_input;
 use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt, VirtioInterruptType};
 
 /// Request header length.
@@ -143,20 +144,9 @@ fn poll_avail(mem: &GuestMemoryMmap<()>, q: &ActivatedQueue) -> bool {
 }
 
 fn setup_epoll(queues: &[ActivatedQueue], stop: &EventFd) -> std::io::Result<Epoll> {
-    let epoll = Epoll::new()?;
-    for (token, q) in queues.iter().enumerate() {
-        epoll.ctl(
-            ControlOperation::Add,
-            q.notify.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, token as u64),
-        )?;
-    }
-    epoll.ctl(
-        ControlOperation::Add,
-        stop.as_raw_fd(),
-        EpollEvent::new(EventSet::IN, queues.len() as u64),
-    )?;
-    Ok(epoll)
+    let notifies = queues.iter().map(|q| q.notify.as_raw_fd());
+    let fds = notifies.chain([stop.as_raw_fd()]);
+    epoll_for_input(fds.zip(0u64..))
 }
 
 /// Device-readable and device-writable descriptors of one chain.

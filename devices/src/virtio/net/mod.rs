@@ -33,14 +33,11 @@ mod tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use log::error;
 use petrel_net::NetBackend;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MRG_RXBUF,
 };
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use config::{VirtioNetConfig, CONFIG_LEN, CONFIG_LEN_MTU};
 pub use control::{FilterListener, NetControl};
@@ -57,28 +54,12 @@ pub use stats::NetStatsSnapshot;
 use control::{Shared, S_ANNOUNCE, S_LINK_UP};
 use features::{has, GUEST_OFFLOADS};
 
+use super::io_thread::IoThread;
 use super::{
-    ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError, VirtioInterrupt, TYPE_NET,
+    read_config_space, ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError,
+    VirtioInterrupt, TYPE_NET,
 };
 use crate::sync::lock;
-
-/// The running I/O thread; dropping it stops the thread and waits until it
-/// has handed the backend back.
-struct IoThread {
-    stop: EventFd,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Drop for IoThread {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop.write(1) {
-            error!("virtio-net: cannot signal the I/O thread to stop: {e}");
-        }
-        if self.handle.take().is_some_and(|h| h.join().is_err()) {
-            error!("virtio-net: the I/O thread panicked");
-        }
-    }
-}
 
 /// A virtio-net device.
 pub struct VirtioNet {
@@ -245,11 +226,7 @@ impl VirtioDevice for VirtioNet {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let bytes = self.config().to_bytes();
-        let space = &bytes[..self.config_len()];
-        let from = usize::try_from(offset).map_or(&[][..], |o| space.get(o..).unwrap_or(&[]));
-        let n = from.len().min(data.len());
-        data[..n].copy_from_slice(&from[..n]);
-        data[n..].fill(0);
+        read_config_space(&bytes[..self.config_len()], offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -282,31 +259,27 @@ impl VirtioDevice for VirtioNet {
         }
         let rx = rx.ok_or(VirtioDeviceError::QueueNotEnabled(RX_QUEUE))?;
         let tx = tx.ok_or(VirtioDeviceError::QueueNotEnabled(TX_QUEUE))?;
-        let backend_err = |e: std::io::Error| VirtioDeviceError::Backend(Box::new(e));
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(backend_err)?;
-        let ctx = worker::Context {
-            mem,
-            interrupt: interrupt.clone(),
-            shared: self.shared.clone(),
-            stop: stop.try_clone().map_err(backend_err)?,
-            mrg_rxbuf: has(self.acked_features, VIRTIO_NET_F_MRG_RXBUF),
+        let (shared, irq) = (self.shared.clone(), interrupt.clone());
+        let mrg_rxbuf = has(self.acked_features, VIRTIO_NET_F_MRG_RXBUF);
+        let body = move |stop| {
+            let ctx = worker::Context {
+                mem,
+                interrupt: irq,
+                shared,
+                stop,
+                mrg_rxbuf,
+            };
+            worker::run(ctx, worker::Queues { rx, tx, ctrl })
         };
-        let queues = worker::Queues { rx, tx, ctrl };
         *lock(&self.shared.interrupt) = Some(interrupt);
-        let spawned = std::thread::Builder::new()
-            .name(format!("virtio-net-{}", self.shared.name))
-            .spawn(move || worker::run(ctx, queues));
-        match spawned {
-            Ok(handle) => {
-                self.io_thread = Some(IoThread {
-                    stop,
-                    handle: Some(handle),
-                });
+        match IoThread::spawn(format!("virtio-net-{}", self.shared.name), body) {
+            Ok(thread) => {
+                self.io_thread = Some(thread);
                 Ok(())
             }
             Err(e) => {
                 *lock(&self.shared.interrupt) = None;
-                Err(backend_err(e))
+                Err(VirtioDeviceError::Backend(Box::new(e)))
             }
         }
     }

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::NO_VECTOR;
+use crate::virtio::read_config_space;
 
 /// Bytes of the structure.
 pub const COMMON_CONFIG_LEN: u64 = 0x38;
@@ -158,15 +159,7 @@ impl CommonConfig {
     /// Reads `data` at `offset`; `config_generation` is the current
     /// generation. Bytes outside the structure read as zero.
     pub fn read(&self, offset: u64, data: &mut [u8], config_generation: u8) {
-        let bytes = self.snapshot(config_generation);
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&self.snapshot(config_generation), offset, data);
     }
 
     /// Writes `data` at `offset`. Fields are written whole (64-bit

@@ -14,20 +14,21 @@
 //! watches the backend's transmit readiness instead; when that comes, the
 //! frame is offered again and the queue resumes where it stopped.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::error;
 use petrel_net::NetBackend;
 use virtio_queue::QueueT;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::control::Shared;
 use super::rx::Rx;
 use super::tx::Tx;
 use crate::sync::lock;
+use crate::virtio::io_thread::epoll_for_input;
 use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt};
 
 mod queues;
@@ -111,22 +112,17 @@ pub(super) fn run(ctx: Context, queues: Queues) {
 }
 
 fn setup_epoll(ctx: &Context, queues: &Queues) -> std::io::Result<Epoll> {
-    let epoll = Epoll::new()?;
-    let watch = |fd: RawFd, token: u64| {
-        epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN, token),
-        )
-    };
-    watch(queues.rx.notify.as_raw_fd(), T_RX)?;
-    watch(queues.tx.notify.as_raw_fd(), T_TX)?;
-    if let Some(ctrl) = &queues.ctrl {
-        watch(ctrl.notify.as_raw_fd(), T_CTRL)?;
-    }
-    watch(ctx.shared.wake.as_raw_fd(), T_WAKE)?;
-    watch(ctx.stop.as_raw_fd(), T_STOP)?;
-    Ok(epoll)
+    let ctrl = queues.ctrl.as_ref().map(|q| (q.notify.as_raw_fd(), T_CTRL));
+    epoll_for_input(
+        [
+            (queues.rx.notify.as_raw_fd(), T_RX),
+            (queues.tx.notify.as_raw_fd(), T_TX),
+            (ctx.shared.wake.as_raw_fd(), T_WAKE),
+            (ctx.stop.as_raw_fd(), T_STOP),
+        ]
+        .into_iter()
+        .chain(ctrl),
+    )
 }
 
 struct Worker {
