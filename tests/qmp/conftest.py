@@ -162,6 +162,14 @@ async def connect(path, name="petrel-test"):
     return qmp
 
 
+async def next_event(qmp, name):
+    """The next event called `name`, skipping others."""
+    while True:
+        ev = await qmp.events.get()
+        if ev["event"] == name:
+            return ev
+
+
 async def error_of(qmp, cmd, **args):
     """(class, desc) of the error `cmd` fails with; fails the test if it succeeds."""
     from qemu.qmp import ExecuteError

@@ -8,9 +8,7 @@ import tempfile
 import time
 
 import pytest
-from qemu.qmp import ExecuteError, QMPClient
-
-from conftest import close_after_exit, run
+from conftest import close_after_exit, connect, error_of, next_event, run
 
 MiB = 1 << 20
 
@@ -23,26 +21,6 @@ def raw(path, size=16 * MiB):
     with open(path, "wb") as f:
         f.truncate(size)
     return path
-
-
-async def next_event(qmp, name):
-    """The next event called `name`, skipping others."""
-    while True:
-        ev = await qmp.events.get()
-        if ev["event"] == name:
-            return ev
-
-
-async def connect(path):
-    qmp = QMPClient("block-test")
-    await qmp.connect(path)
-    return qmp
-
-
-async def error_of(qmp, cmd, **args):
-    with pytest.raises(ExecuteError) as e:
-        await qmp.execute(cmd, args)
-    return e.value.error_class, e.value.error.error.desc
 
 
 def start(petrel, tmpdir, disk_args, append, extra=()):

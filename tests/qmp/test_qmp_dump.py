@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import KERNEL, close_after_exit, run
-from test_qmp_block import connect as client, error_of, next_event
+from conftest import connect as client, error_of, next_event
 
 MiB = 1 << 20
 PATTERN_RE = re.compile(r"memfill: addr=0x([0-9a-f]+) len=(\d+) pattern=0x([0-9a-f]+) "
