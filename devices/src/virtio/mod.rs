@@ -14,6 +14,8 @@ pub mod interrupt;
 pub mod io_thread;
 pub mod net;
 pub mod pci;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::stats::{STAT_COUNT, STAT_UNSET};
 use super::*;
+use crate::virtio::test_util::InterruptRecorder;
 
 const QSIZE: u16 = 16;
 /// Ring memory of queue `i` starts at `RINGS + i * 0x4000`.
@@ -19,22 +20,6 @@ const HIGH: u64 = 0x20_0000;
 const HIGH_END: u64 = 0x30_0000;
 
 const F_NEXT: u16 = 1;
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<VirtioInterruptType>>);
-
-impl VirtioInterrupt for Recorder {
-    fn trigger(&self, int_type: VirtioInterruptType) -> std::io::Result<()> {
-        self.0.lock().unwrap().push(int_type);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<VirtioInterruptType> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 #[derive(Default)]
 struct Actuals(Mutex<Vec<u32>>);
@@ -65,13 +50,13 @@ struct Driver {
     mem: GuestMemory,
     notify: Vec<(usize, EventFd)>,
     avail_idx: [u16; 3],
-    irq: Arc<Recorder>,
+    irq: Arc<InterruptRecorder>,
 }
 
 /// Activates `dev` with the queues `enabled`; returns the driver.
 fn start(dev: &mut VirtioBalloon, enabled: &[usize]) -> Driver {
     let mem = memory();
-    let irq = Arc::new(Recorder::default());
+    let irq = Arc::new(InterruptRecorder::default());
     let mut queues = Vec::new();
     let mut notify = Vec::new();
     for &i in enabled {

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use petrel_block::{BlockGraph, ImageFormat, OpenOptions};
@@ -11,6 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
+use crate::virtio::test_util::InterruptRecorder;
 
 const QSIZE: u16 = 16;
 const DESC: u64 = 0x1_0000;
@@ -60,37 +60,15 @@ impl Drop for Image {
     }
 }
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<VirtioInterruptType>>);
-
-impl VirtioInterrupt for Recorder {
-    fn trigger(&self, int_type: VirtioInterruptType) -> std::io::Result<()> {
-        self.0.lock().unwrap().push(int_type);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    /// Waits for `n` interrupts (the device signals after publishing the
-    /// used entry the driver polls), then a little longer for any extra
-    /// one, and returns them all.
-    fn take(&self, n: usize) -> Vec<VirtioInterruptType> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0.lock().unwrap().len() < n {
-            assert!(Instant::now() < deadline, "interrupt not raised");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
+/// How long to wait for an extra interrupt after the expected ones.
+const SETTLE: Duration = Duration::from_millis(20);
 
 /// The driver side of queue 0.
 struct Driver {
     mem: GuestMemory,
     notify: EventFd,
     avail_idx: u16,
-    irq: Arc<Recorder>,
+    irq: Arc<InterruptRecorder>,
 }
 
 struct Completion {
@@ -122,7 +100,7 @@ fn start(dev: &mut VirtioBlock, event_idx: bool) -> Driver {
 /// Activates `dev` with one queue over `mem`; returns the driver.
 fn start_in(dev: &mut VirtioBlock, mem: GuestMemory, event_idx: bool) -> Driver {
     let notify = EventFd::new(EFD_NONBLOCK).unwrap();
-    let irq = Arc::new(Recorder::default());
+    let irq = Arc::new(InterruptRecorder::default());
     let queues = vec![ActivatedQueue {
         index: 0,
         queue: queue(event_idx),
@@ -314,12 +292,18 @@ fn read_write_flush() {
     let data: Vec<u8> = (0..1024).map(|i| (i % 253) as u8).collect();
     let c = drv.request(T_OUT, 8, &data, 0);
     assert_eq!((c.status, c.used_len, c.head), (S_OK, 1, 0));
-    assert_eq!(drv.irq.take(1), vec![VirtioInterruptType::Queue(0)]);
+    assert_eq!(
+        drv.irq.take_after(1, SETTLE),
+        vec![VirtioInterruptType::Queue(0)]
+    );
 
     let c = drv.request(T_IN, 8, &[], 1024);
     assert_eq!((c.status, c.used_len), (S_OK, 1025));
     assert_eq!(c.data, data);
-    assert_eq!(drv.irq.take(1), vec![VirtioInterruptType::Queue(0)]);
+    assert_eq!(
+        drv.irq.take_after(1, SETTLE),
+        vec![VirtioInterruptType::Queue(0)]
+    );
 
     let c = drv.request(virtio_blk::VIRTIO_BLK_T_FLUSH, 0, &[], 0);
     assert_eq!((c.status, c.used_len), (S_OK, 1));
@@ -516,7 +500,7 @@ fn errors() {
     assert_eq!(len, 0);
     assert!(image.contents().iter().all(|&b| b == 0));
     // Every completion raised an interrupt.
-    assert_eq!(drv.irq.take(8).len(), 8);
+    assert_eq!(drv.irq.take_after(8, SETTLE).len(), 8);
 }
 
 #[test]
@@ -545,15 +529,21 @@ fn event_idx_suppresses_interrupts() {
     drv.mem.write_obj(0u16, used_event).unwrap();
     // used_event 0: the first completion (used idx 0 -> 1) interrupts.
     assert_eq!(drv.request(T_IN, 0, &[], 512).status, S_OK);
-    assert_eq!(drv.irq.take(1), vec![VirtioInterruptType::Queue(0)]);
+    assert_eq!(
+        drv.irq.take_after(1, SETTLE),
+        vec![VirtioInterruptType::Queue(0)]
+    );
     // The driver did not move used_event: no more interrupts.
     assert_eq!(drv.request(T_IN, 0, &[], 512).status, S_OK);
     assert_eq!(drv.request(T_IN, 0, &[], 512).status, S_OK);
-    assert!(drv.irq.take(0).is_empty());
+    assert!(drv.irq.take_after(0, SETTLE).is_empty());
     // Asking for one at used idx 4 gets one on the 4th completion.
     drv.mem.write_obj(3u16, used_event).unwrap();
     assert_eq!(drv.request(T_IN, 0, &[], 512).status, S_OK);
-    assert_eq!(drv.irq.take(1), vec![VirtioInterruptType::Queue(0)]);
+    assert_eq!(
+        drv.irq.take_after(1, SETTLE),
+        vec![VirtioInterruptType::Queue(0)]
+    );
     // The device publishes avail_event (it wants every kick).
     let avail_event: u16 = drv
         .mem
@@ -575,10 +565,13 @@ fn resize_raises_config_interrupt() {
     let mut cap = [0u8; 8];
     dev.read_config(0, &mut cap);
     assert_eq!(u64::from_le_bytes(cap), 4096);
-    assert_eq!(drv.irq.take(1), vec![VirtioInterruptType::Config]);
+    assert_eq!(
+        drv.irq.take_after(1, SETTLE),
+        vec![VirtioInterruptType::Config]
+    );
     // No change, no interrupt.
     dev.resize_notify();
-    assert!(drv.irq.take(0).is_empty());
+    assert!(drv.irq.take_after(0, SETTLE).is_empty());
 }
 
 #[test]
@@ -676,7 +669,7 @@ fn through_the_pci_transport() {
         mem: mem.clone(),
         notify: dev.notify_event(0).unwrap().try_clone().unwrap(),
         avail_idx: 0,
-        irq: Arc::new(Recorder::default()),
+        irq: Arc::new(InterruptRecorder::default()),
     };
     let data = vec![0xa5u8; 4096];
     assert_eq!(drv.request(T_OUT, 16, &data, 0).status, S_OK);

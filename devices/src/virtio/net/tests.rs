@@ -13,8 +13,9 @@ use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
 
-use self::harness::{backend, start, Driver, Peer};
+use self::harness::{backend, start, Driver, Peer, QUIET};
 use super::*;
+use crate::virtio::test_util::InterruptRecorder;
 use crate::virtio::{VirtioInterruptType, VIRTIO_F_VERSION_1};
 
 const OUR_MAC: [u8; 6] = DEFAULT_MAC;
@@ -230,18 +231,24 @@ fn set_link_changes_status_and_raises_a_config_interrupt() {
     let mut status = [0u8; 2];
     dev.read_config(6, &mut status);
     assert_eq!(status, [0, 0]);
-    assert_eq!(drv.irq.take(), vec![VirtioInterruptType::Config]);
+    assert_eq!(
+        drv.irq.take_after(0, QUIET),
+        vec![VirtioInterruptType::Config]
+    );
     // No change, no interrupt.
     ctl.set_link(false);
-    assert!(drv.irq.take().is_empty());
+    assert!(drv.irq.take_after(0, QUIET).is_empty());
     // Link down: frames sent are completed and dropped, frames received
     // are dropped.
     drv.send(&with_hdr(&eth(STRANGER, 64)), &[]);
     assert!(peer.nothing_sent());
     assert!(!delivered(&mut drv, &ctl, &peer, &eth(OUR_MAC, 64)));
-    drv.irq.take();
+    drv.irq.take_after(0, QUIET);
     ctl.set_link(true);
-    assert_eq!(drv.irq.take(), vec![VirtioInterruptType::Config]);
+    assert_eq!(
+        drv.irq.take_after(0, QUIET),
+        vec![VirtioInterruptType::Config]
+    );
     drv.send(&with_hdr(&eth(STRANGER, 64)), &[]);
     assert_eq!(peer.sent(), eth(STRANGER, 64));
     // The frame the buffer posted above waits for now comes through.
@@ -255,7 +262,7 @@ fn set_link_changes_status_and_raises_a_config_interrupt() {
     dev.reset().unwrap();
     let drv = start(&mut dev, bit(VIRTIO_NET_F_STATUS), false);
     ctl.set_link(false);
-    assert!(drv.irq.take().is_empty());
+    assert!(drv.irq.take_after(0, QUIET).is_empty());
     assert_eq!(dev.config().status, 0);
 }
 
@@ -347,7 +354,7 @@ fn activation_needs_both_data_queues() {
     let (mut dev, _peer) = device(false);
     let mem: GuestMemory =
         Arc::new(vm_memory::GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap());
-    let irq = Arc::new(harness::Recorder::default());
+    let irq = Arc::new(InterruptRecorder::default());
     let err = dev.activate(mem, Vec::new(), irq).unwrap_err();
     assert!(matches!(err, VirtioDeviceError::QueueNotEnabled(0)));
     assert!(!dev.is_active());

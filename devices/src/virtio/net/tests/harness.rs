@@ -13,9 +13,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::virtio::net::VirtioNet;
-use crate::virtio::{
-    ActivatedQueue, GuestMemory, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
-};
+use crate::virtio::test_util::InterruptRecorder;
+use crate::virtio::{ActivatedQueue, GuestMemory, VirtioDevice};
 
 /// Size of every test queue.
 pub const QSIZE: u16 = 16;
@@ -32,7 +31,7 @@ const F_WRITE: u16 = 2;
 /// How long anything asynchronous may take.
 const DEADLINE: Duration = Duration::from_secs(10);
 /// How long to wait before concluding nothing happens.
-const QUIET: Duration = Duration::from_millis(50);
+pub const QUIET: Duration = Duration::from_millis(50);
 
 /// The device's side: a backend moving frames over a datagram socket.
 pub struct FakeBackend {
@@ -148,25 +147,6 @@ pub fn fake(vnet_hdr: bool) -> (FakeBackend, Peer) {
         offloads,
     };
     (fake, peer)
-}
-
-/// Records the interrupts the device raises.
-#[derive(Default)]
-pub struct Recorder(Mutex<Vec<VirtioInterruptType>>);
-
-impl VirtioInterrupt for Recorder {
-    fn trigger(&self, int_type: VirtioInterruptType) -> std::io::Result<()> {
-        self.0.lock().unwrap().push(int_type);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    /// Takes every interrupt raised so far, after a quiet moment.
-    pub fn take(&self) -> Vec<VirtioInterruptType> {
-        std::thread::sleep(QUIET);
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
 }
 
 /// The driver's side of one split queue.
@@ -322,7 +302,7 @@ pub struct Driver {
     /// The control queue.
     pub ctrl: VirtQueue,
     /// The interrupts raised.
-    pub irq: Arc<Recorder>,
+    pub irq: Arc<InterruptRecorder>,
     next_buf: u64,
     /// Receive buffers posted: head and address.
     rx_bufs: Vec<(u32, u64)>,
@@ -359,7 +339,7 @@ impl Driver {
             rx,
             tx,
             ctrl,
-            irq: Arc::new(Recorder::default()),
+            irq: Arc::new(InterruptRecorder::default()),
             next_buf: BUFS,
             rx_bufs: Vec::new(),
         }

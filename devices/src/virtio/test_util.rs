@@ -1,0 +1,40 @@
+//! Helpers the virtio device tests share.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{VirtioInterrupt, VirtioInterruptType};
+
+/// Records the interrupts a device raises, for a test driver to look at.
+#[derive(Default)]
+pub struct InterruptRecorder(Mutex<Vec<VirtioInterruptType>>);
+
+impl VirtioInterrupt for InterruptRecorder {
+    fn trigger(&self, int_type: VirtioInterruptType) -> std::io::Result<()> {
+        self.lock().push(int_type);
+        Ok(())
+    }
+}
+
+impl InterruptRecorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<VirtioInterruptType>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the interrupts raised so far.
+    pub fn take(&self) -> Vec<VirtioInterruptType> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Waits until at least `n` interrupts were raised (failing the test after 10 s), then
+    /// `quiet` longer for any extra one, and takes them all.
+    pub fn take_after(&self, n: usize, quiet: Duration) -> Vec<VirtioInterruptType> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.lock().len() < n {
+            assert!(Instant::now() < deadline, "interrupt not raised");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(quiet);
+        self.take()
+    }
+}
