@@ -162,6 +162,14 @@ async def connect(path, name="petrel-test"):
     return qmp
 
 
+def skip_or_fail(why):
+    """Skips a test that cannot run here, or fails it where PETREL_REQUIRE_ALL is set
+    (tests/run.sh, so CI, sets it): there every test must run."""
+    if os.environ.get("PETREL_REQUIRE_ALL"):
+        pytest.fail(f"cannot run: {why} (PETREL_REQUIRE_ALL is set)")
+    pytest.skip(why)
+
+
 async def next_event(qmp, name):
     """The next event called `name`, skipping others."""
     while True:

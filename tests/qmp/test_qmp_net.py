@@ -21,7 +21,8 @@ import time
 
 import pytest
 import conftest
-from conftest import ROOT, TIMEOUT, close_after_exit, connect, error_of, run
+from conftest import (ROOT, TIMEOUT, close_after_exit, connect, error_of, next_event, run,
+                      skip_or_fail)
 
 NET_HOST = os.path.join(ROOT, "resources", "guest", "net-host.py")
 QEMU = shutil.which("qemu-system-x86_64")
@@ -58,7 +59,7 @@ def vmm(request, monkeypatch, tmpdir_short):
     if request.param == "qemu":
         why = qemu_72()
         if why:
-            pytest.skip(why)
+            skip_or_fail(why)
         monkeypatch.setattr(conftest, "PETREL", wrapper(tmpdir_short, "qemu", [QEMU, *QEMU_ARGS]))
     return request.param
 
@@ -110,13 +111,8 @@ async def hmp(qmp, line):
 
 
 async def event(qmp, name, timeout=TIMEOUT):
-    """The next event called `name`, skipping others."""
-    async def wait():
-        while True:
-            ev = await qmp.events.get()
-            if ev["event"] == name:
-                return ev
-    return await asyncio.wait_for(wait(), timeout)
+    """The next event called `name`, skipping others, within `timeout`."""
+    return await asyncio.wait_for(next_event(qmp, name), timeout)
 
 
 async def no_event(qmp, name, quiet=1.0):
@@ -202,8 +198,7 @@ def netns():
     elif shutil.which("ip") is None:
         why = "no ip (iproute2)"
     if why:
-        print(f"skipping the tap test: {why}")
-        pytest.skip(f"tap in a network namespace needs root, /dev/net/tun and ip: {why}")
+        skip_or_fail(f"tap in a network namespace needs root, /dev/net/tun and ip: {why}")
     name = f"petrel-test-{os.getpid()}"
     ip = lambda *a: subprocess.run(["ip", *a], check=True, capture_output=True, timeout=30)
     ip("netns", "add", name)

@@ -79,12 +79,21 @@ pub fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-/// Whether the tests can create interfaces (root); when not, says why the caller skips.
+/// Says that `test` cannot run here and why: it is skipped, unless `PETREL_REQUIRE_ALL` is
+/// set (tests/run.sh, so CI, sets it), where a test that cannot run fails.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("PETREL_REQUIRE_ALL").is_some() {
+        panic!("{test}: cannot run: {why} (PETREL_REQUIRE_ALL is set)");
+    }
+    eprintln!("{test}: skipped: {why}");
+}
+
+/// Whether the tests can create interfaces (root); when not, [`skip`]s the caller.
 pub fn can_create_interfaces(test: &str) -> bool {
     // SAFETY: geteuid() has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("{test}: skipped: creating tap interfaces and network namespaces needs root");
+        skip(test, "creating tap interfaces and network namespaces needs root");
     }
     root
 }
