@@ -93,7 +93,10 @@ pub fn can_create_interfaces(test: &str) -> bool {
     // SAFETY: geteuid() has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        skip(test, "creating tap interfaces and network namespaces needs root");
+        skip(
+            test,
+            "creating tap interfaces and network namespaces needs root",
+        );
     }
     root
 }
