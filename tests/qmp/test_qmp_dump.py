@@ -18,7 +18,9 @@ from conftest import connect as client, error_of, next_event
 
 MiB = 1 << 20
 PATTERN_RE = re.compile(r"memfill: addr=0x([0-9a-f]+) len=(\d+) pattern=0x([0-9a-f]+) "
-                        r"cr3=0x([0-9a-f]+)")
+                        r"cr3=0x([0-9a-f]+) alias=0x([0-9a-f]+)")
+# Where the guest maps its low 1 GiB a second time (pml4 slot 256).
+ALIAS_BASE = 0xffff800000000000
 
 
 def expected_pattern(addr, length, pattern):
@@ -102,6 +104,14 @@ class Core:
                 return self.data[at:at + length]
         raise AssertionError(f"no PT_LOAD holds 0x{phys:x}+{length}")
 
+    def bytes_at_virtual(self, virt, length):
+        """Guest virtual bytes, found through the PT_LOADs' virtual addresses."""
+        for p in self.loads():
+            if p["vaddr"] <= virt and virt + length <= p["vaddr"] + p["filesz"]:
+                at = p["offset"] + virt - p["vaddr"]
+                return self.data[at:at + length]
+        raise AssertionError(f"no PT_LOAD maps 0x{virt:x}+{length}")
+
 
 def readelf(path):
     r = subprocess.run(["readelf", "-h", "-l", "-n", path], capture_output=True, text=True)
@@ -113,7 +123,8 @@ def readelf(path):
 @pytest.fixture
 def memfill(petrel, tmpdir_short):
     """petrel with 2 vCPUs and 128 MiB, the guest ticking after it filled its buffer; yields
-    (process, socket path, (addr, len, pattern, cr3))."""
+    (process, socket path, (addr, len, pattern, cr3)); the buffer is also mapped at
+    ALIAS_BASE + addr."""
     def start(extra_append=""):
         sock = os.path.join(tmpdir_short, "qmp.sock")
         p = petrel(["-qmp", f"unix:{sock},server=on,wait=off", "-smp", "2"],
@@ -121,6 +132,7 @@ def memfill(petrel, tmpdir_short):
         p.wait_socket("qmp.sock")
         m = PATTERN_RE.match(p.wait_line("memfill: addr="))
         p.wait_line("memfill: tick 1")
+        assert int(m[5], 16) == ALIAS_BASE + int(m[1], 16), m[0]
         return p, sock, (int(m[1], 16), int(m[2]), int(m[3], 16), int(m[4], 16))
     return start
 
@@ -220,9 +232,14 @@ def test_paging_dump_maps_virtual_addresses(memfill, tmpdir_short):
     readelf(core)
     elf = Core(core)
     loads = elf.loads()
-    # The guest maps its low 4 GiB one to one: RAM is one run, virtual = physical.
-    assert [(l["paddr"], l["vaddr"], l["filesz"]) for l in loads] == [(0, 0, 128 * MiB)]
-    assert elf.bytes_at(addr, length) == expected_pattern(addr, length, pattern)
+    # The guest maps its low 4 GiB one to one, and its low 1 GiB again at ALIAS_BASE: RAM is
+    # one run in each, and both PT_LOADs hold the same bytes.
+    assert [(l["paddr"], l["vaddr"], l["filesz"]) for l in loads] == \
+        [(0, 0, 128 * MiB), (0, ALIAS_BASE, 128 * MiB)]
+    assert loads[0]["offset"] == loads[1]["offset"]
+    want = expected_pattern(addr, length, pattern)
+    assert elf.bytes_at(addr, length) == want
+    assert elf.bytes_at_virtual(ALIAS_BASE + addr, length) == want
 
 
 def test_filtered_dump_and_its_errors(memfill, tmpdir_short):
@@ -387,6 +404,11 @@ def test_memsave_and_pmemsave(memfill, tmpdir_short):
                                       "cpu-index": 1})
         await qmp.execute("pmemsave", {"val": addr, "size": length, "filename": f"{d}/p0"})
         assert read("v0") == want and read("p0") == want
+        # Through the page tables: the alias is far beyond RAM as a physical address. QAPI's
+        # int is signed, so a higher-half address goes as its two's complement, as with QEMU.
+        await qmp.execute("memsave", {"val": ALIAS_BASE + addr - (1 << 64), "size": length,
+                                      "filename": f"{d}/va", "cpu-index": 1})
+        assert read("va") == want
         assert read("v1") == want[8:72]
         # Beyond RAM, physical memory reads as zeros (QEMU's unassigned memory).
         await qmp.execute("pmemsave", {"val": 128 * MiB - 4096, "size": 8192,

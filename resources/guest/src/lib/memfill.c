@@ -37,6 +37,27 @@ static COLD uint64_t touch_ram(uint64_t from)
     return pages;
 }
 
+/* A second view of the low 1 GiB at MEMFILL_ALIAS (pml4[256], 2 MiB pages), so that the
+ * buffer has a virtual address that is not its physical one: what a dump with paging and
+ * memsave must find through the page tables. Entries are only added, once, so no other CPU
+ * needs a TLB flush. */
+#define MEMFILL_ALIAS ((uint64_t)0xffff800000000000ULL)
+#define ALIAS_PML4_SLOT 256
+#define PDE_2M_RW 0x83                            /* present, writable, 2 MiB page */
+#define TABLE_RW 0x23                             /* present, writable, accessed */
+static uint64_t alias_pdpt[512] __attribute__((aligned(4096)));
+static uint64_t alias_pd[512] __attribute__((aligned(4096)));
+
+static COLD void map_alias(void)
+{
+    for (uint64_t i = 0; i < 512; i++)
+        alias_pd[i] = (i << 21) | PDE_2M_RW;
+    alias_pdpt[0] = (uint64_t)(uintptr_t)alias_pd | TABLE_RW;
+    pml4[ALIAS_PML4_SLOT] = (uint64_t)(uintptr_t)alias_pdpt | TABLE_RW;
+    uint64_t cr3;
+    __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
+}
+
 static inline uint64_t read_cr3(void)
 {
     uint64_t v;
@@ -61,8 +82,12 @@ COLD void memfill_run(void)
     }
     for (uint64_t i = 0; i < len / 8; i++)
         buf[i] = MEMFILL_PATTERN ^ (base + 8 * i);
-    kprintf("memfill: addr=0x%lx len=%lu pattern=0x%lx cr3=0x%lx\n", base, len, MEMFILL_PATTERN,
-            read_cr3());
+    map_alias();
+    uint64_t *alias = (uint64_t *)(uintptr_t)(MEMFILL_ALIAS + base);
+    if (alias[len / 8 - 1] != buf[len / 8 - 1])
+        panic("memfill: the alias at 0x%lx does not show the buffer", MEMFILL_ALIAS + base);
+    kprintf("memfill: addr=0x%lx len=%lu pattern=0x%lx cr3=0x%lx alias=0x%lx\n", base, len,
+            MEMFILL_PATTERN, read_cr3(), MEMFILL_ALIAS + base);
 
     if (!irq_armed)
         irq_setup();
