@@ -44,7 +44,10 @@ class Petrel:
             self.cond.notify_all()
 
     def _read_stderr(self):
-        self.stderr = self.proc.stderr.read()
+        # Line by line, so that a timeout message can show what petrel said so far.
+        for raw in self.proc.stderr:
+            with self.cond:
+                self.stderr += raw
 
     def console(self):
         with self.cond:
@@ -105,6 +108,7 @@ class Petrel:
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
             if self.proc.poll() is not None:
+                self._join_readers()
                 raise AssertionError(f"petrel exited {self.proc.returncode}: {self.stderr!r}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} never appeared")
@@ -116,6 +120,16 @@ class Petrel:
             self.proc.kill()
         self.proc.wait()
         self._join_readers()
+
+
+@pytest.fixture
+def tiny_fs():
+    """A 4 MiB tmpfs, so that writes run out of space."""
+    d = tempfile.mkdtemp(prefix="pfull")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", d], check=True)
+    yield d
+    subprocess.run(["umount", "-l", d], check=False)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

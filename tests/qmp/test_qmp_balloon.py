@@ -35,7 +35,8 @@ def start(petrel, tmpdir, append, device=True):
 
 async def balloon_changes(qmp, until, timeout=5.0):
     """(the `actual` reported, when it arrived) of the BALLOON_CHANGE events up to the first
-    one reporting `until` bytes."""
+    one reporting `until` bytes. Arrival, not the event's timestamp: as QEMU does, a delayed
+    event keeps the time it was raised, and the rate limit is on delivery."""
     seen = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
