@@ -22,15 +22,22 @@ const PRSTATUS32_REGS: usize = 72;
 const QEMU_STATE_VERSION: u32 = 1;
 const QEMU_STATE_SIZE: usize = 440;
 
-/// Bytes of the notes for `n` vCPUs.
-pub fn size(n: usize, long_mode: bool) -> u64 {
+/// A note's 12-byte header and its name ("CORE\0" or "QEMU\0") padded to 8.
+const NOTE_HEAD: usize = 12 + 8;
+
+/// Bytes of the CORE notes for `n` vCPUs: where the QEMU notes start.
+pub fn core_size(n: usize, long_mode: bool) -> u64 {
     let prstatus = if long_mode {
         PRSTATUS64_SIZE
     } else {
         PRSTATUS32_SIZE
     };
-    // 12-byte header, "CORE\0"/"QEMU\0" padded to 8, the descriptor.
-    ((12 + 8 + prstatus + 12 + 8 + QEMU_STATE_SIZE) * n) as u64
+    ((NOTE_HEAD + prstatus) * n) as u64
+}
+
+/// Bytes of all the notes for `n` vCPUs.
+pub fn size(n: usize, long_mode: bool) -> u64 {
+    core_size(n, long_mode) + ((NOTE_HEAD + QEMU_STATE_SIZE) * n) as u64
 }
 
 /// x86_64 `user_regs_struct`, in its order.

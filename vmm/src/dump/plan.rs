@@ -179,7 +179,7 @@ pub fn header(
     let shoff = xnum.then_some(phdrs_end);
     let notes_at = phdrs_end + if xnum { class.shdr_size() } else { 0 };
     let cpu_notes = notes::cpu_notes(cpus, long_mode);
-    let qemu_notes = notes_at + notes::size(cpus.len(), long_mode) / 2;
+    let qemu_notes = notes_at + notes::core_size(cpus.len(), long_mode);
     let memory = (notes_at + cpu_notes.len() as u64).next_multiple_of(MEMORY_ALIGN);
 
     let mut bytes = Vec::with_capacity(memory as usize);
@@ -299,6 +299,9 @@ mod tests {
         assert_eq!(what(0), "dump: failed to write elf header");
         assert_eq!(what(64), "dump: failed to write program header table");
         assert_eq!(what(parts.notes), "dump: failed to write elf notes");
+        // One x86_64 CORE note: 12-byte header, "CORE\0" padded to 8, 336-byte prstatus.
+        assert_eq!(parts.qemu_notes, parts.notes + 356);
+        assert_eq!(what(parts.notes + 355), "dump: failed to write elf notes");
         assert_eq!(what(parts.qemu_notes), "dump: failed to write CPU status");
         assert_eq!(what(parts.memory), "dump: failed to save memory");
     }
