@@ -2,8 +2,8 @@
 //! the control loop through resets, run-state changes and front-end requests until the guest
 //! or the user ends it.
 
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::Kvm;
@@ -33,7 +33,7 @@ use crate::netdev::attach::{build_nics, NicAttachError, NicEnv};
 use crate::netdev::NetLayer;
 use crate::process::{self, PidFile, ProcessError};
 use crate::vm::devices::{DeviceError, DeviceManager};
-use crate::vm::vcpu::{self, RunState, VcpuError, VcpuEvents, VcpuRequest};
+use crate::vm::vcpu::{self, ask_all, RunState, VcpuError, VcpuEvents, VcpuRequest};
 use crate::vm::{self, BootConfig, Vm, VmContext, VmError};
 
 /// Errors that stop petrel before or while running the guest.
@@ -102,9 +102,6 @@ pub enum MachineError {
 
 /// Largest vCPU count: xAPIC IDs in the MADT are 8 bits and 0xff is the broadcast ID.
 const MAX_XAPIC_CPUS: u32 = 255;
-
-/// How long `query-cpus` waits for a vCPU thread to answer.
-const VCPU_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn topology(cfg: &Config) -> Topology {
     Topology {
@@ -610,25 +607,17 @@ impl Machine {
         let Some(vm) = &self.vm else {
             return Vec::new();
         };
-        let waiting: Vec<_> = vm
-            .vcpus()
+        let answers = ask_all(vm.vcpus(), &self.run_state, VcpuRequest::QueryState);
+        vm.vcpus()
             .iter()
-            .map(|v| {
-                let (tx, rx) = mpsc::channel();
-                v.request(VcpuRequest::QueryState(tx), &self.run_state);
-                (v, rx)
-            })
-            .collect();
-        waiting
-            .into_iter()
-            .map(|(v, rx)| {
-                rx.recv_timeout(VCPU_QUERY_TIMEOUT)
-                    .unwrap_or(api::CpuState {
-                        index: v.index(),
-                        thread_id: v.thread_id(),
-                        pc: 0,
-                        halted: false,
-                    })
+            .zip(answers)
+            .map(|(v, answer)| {
+                answer.unwrap_or(api::CpuState {
+                    index: v.index(),
+                    thread_id: v.thread_id(),
+                    pc: 0,
+                    halted: false,
+                })
             })
             .collect()
     }

@@ -11,7 +11,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::error::DumpError;
 use super::plan::{Parts, Piece};
-use super::writer::{self, HostChunk, ProgressData, Sink};
+use super::writer::{self, errno, HostChunk, ProgressData, Sink};
 
 /// A page shared with the writer process, holding its [`ProgressData`].
 pub struct SharedProgress {
@@ -59,12 +59,6 @@ impl Drop for SharedProgress {
         // SAFETY: the mapping was created in new() with this size and is unmapped once.
         unsafe { libc::munmap(self.page.as_ptr().cast(), PAGE_SIZE) };
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
 }
 
 /// Everything the writer process writes, prepared before the fork so that the child
@@ -151,6 +145,15 @@ pub fn spawn(job: &Job, progress: &SharedProgress) -> Result<libc::pid_t, DumpEr
         0 => child(job, progress.data(), parent),
         pid => Ok(pid),
     }
+}
+
+/// Kills the writer `pid` and reaps it.
+pub fn kill(pid: libc::pid_t) {
+    // SAFETY: pid is our child, not yet reaped, so the number still names it.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: status is a valid out pointer; pid is our child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
 }
 
 /// Waits for the writer `pid` and tells how it ended.

@@ -1,19 +1,14 @@
 //! vCPU registers for dumps: read on each vCPU's own thread (KVM serialises vCPU ioctls with
 //! KVM_RUN), with every vCPU held so that the registers and the memory snapshot agree.
 
-use std::sync::mpsc;
-use std::time::Duration;
-
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::error::DumpError;
-use crate::vm::vcpu::{RunState, VcpuHandle, VcpuRequest};
+use crate::vm::vcpu::{ask_all, RunState, VcpuHandle, VcpuRequest};
 
 /// MSR_KERNEL_GS_BASE.
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-/// How long a vCPU thread may take to answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a dump needs of one vCPU.
 #[derive(Clone, Copy, Debug, Default)]
@@ -70,22 +65,11 @@ pub fn read_all(
     vcpus: &[VcpuHandle],
     run_state: &RunState,
 ) -> Result<Vec<CpuRegisters>, DumpError> {
-    let waiting: Vec<_> = vcpus
+    let answers = ask_all(vcpus, run_state, VcpuRequest::Registers);
+    vcpus
         .iter()
-        .map(|v| {
-            let (tx, rx) = mpsc::channel();
-            v.request(VcpuRequest::Registers(tx), run_state);
-            (v.index(), rx)
-        })
-        .collect();
-    waiting
-        .into_iter()
-        .map(|(index, rx)| {
-            rx.recv_timeout(ANSWER_TIMEOUT)
-                .ok()
-                .flatten()
-                .ok_or(DumpError::CpuState(index))
-        })
+        .zip(answers)
+        .map(|(v, answer)| answer.flatten().ok_or(DumpError::CpuState(v.index())))
         .collect()
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use petrel_block::errno::strerror;
+
 use thiserror::Error;
 
 /// What the dump commands answer on failure; the text is what QMP clients see.
@@ -17,7 +19,7 @@ pub enum DumpError {
     #[error("File descriptor named '{0}' has not been found")]
     FdNotFound(String),
     /// The output file could not be opened.
-    #[error("Could not open '{}': {}", path.display(), os_text(*errno))]
+    #[error("Could not open '{}': {}", path.display(), strerror(*errno))]
     Open {
         /// The file.
         path: PathBuf,
@@ -37,10 +39,10 @@ pub enum DumpError {
     #[error("dump: the guest page tables have more than {0} entries to walk")]
     TooManyMappings(u64),
     /// The process that writes the dump could not be started.
-    #[error("dump: cannot start the dump writer: {}", os_text(*.0))]
+    #[error("dump: cannot start the dump writer: {}", strerror(*.0))]
     Fork(i32),
     /// Writing the dump failed: `what` went wrong, with errno when there is one.
-    #[error("{what}{}", errno.map(|e| format!(": {}", os_text(e))).unwrap_or_default())]
+    #[error("{what}{}", errno.map(|e| format!(": {}", strerror(e))).unwrap_or_default())]
     Write {
         /// QEMU's words for the part that failed.
         what: &'static str,
@@ -67,20 +69,6 @@ pub enum DumpError {
     /// `memsave`/`pmemsave`: writing the file failed.
     #[error("An IO error has occurred")]
     Io,
-}
-
-/// strerror(errno), as QEMU prints it (without Rust's " (os error N)").
-pub fn os_text(errno: i32) -> String {
-    let text = std::io::Error::from_raw_os_error(errno).to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
-/// errno of an I/O error (EIO when it has none).
-pub fn errno_of(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]

@@ -3,14 +3,14 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use petrel_arch::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use super::error::{errno_of, DumpError};
+use super::error::DumpError;
 use super::paging::{self, Paging};
+use super::target;
 
 /// QEMU's memsave reads (and translates) in chunks of this size: a failing chunk is not
 /// written, the chunks before it are.
@@ -19,16 +19,7 @@ const PAGE: u64 = 4096;
 
 /// Opens `path` as QEMU's `fopen(path, "wb")` does.
 fn create(path: &Path) -> Result<File, DumpError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666)
-        .open(path)
-        .map_err(|e| DumpError::Open {
-            path: path.to_path_buf(),
-            errno: errno_of(&e),
-        })
+    target::create(path, 0o666).map(File::from)
 }
 
 /// Writes `len` bytes of guest RAM at `phys` (all in one region) to `file`.

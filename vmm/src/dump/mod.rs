@@ -17,7 +17,6 @@ mod plan;
 mod target;
 mod writer;
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use petrel_arch::GuestMemoryMmap;
@@ -144,8 +143,8 @@ impl DumpLayer {
             (None, Some(_)) => return reply(Err(api_error(DumpError::MissingParameter("begin")))),
             (None, None) => None,
         };
-        let fd = match target::open(&args.protocol, &args.fds) {
-            Ok(fd) => fd,
+        let dest = match target::open(&args.protocol, &args.fds) {
+            Ok(dest) => dest,
             Err(e) => return reply(Err(api_error(e))),
         };
         *self.lock() = DumpState {
@@ -154,13 +153,7 @@ impl DumpLayer {
             total: 0,
             progress: None,
         };
-        match self.launch(
-            fd,
-            args.protocol.starts_with("file:"),
-            filter,
-            args.paging,
-            env,
-        ) {
+        match self.launch(dest, filter, args.paging, env) {
             Ok(launched) => {
                 let held = if args.detach {
                     reply(Ok(VmmData::Empty));
@@ -180,8 +173,7 @@ impl DumpLayer {
     /// Plans the dump, snapshots the guest and starts the writer.
     fn launch(
         &mut self,
-        fd: OwnedFd,
-        created: bool,
+        dest: target::Destination,
         filter: Option<(i64, i64)>,
         paging: bool,
         env: &DumpEnv,
@@ -191,6 +183,7 @@ impl DumpLayer {
         let filter = filter.map(|(b, l)| Filter::new(b, l)).transpose()?;
         self.lock().total = plan::total(&regions, filter);
         let pieces = plan::pieces(&regions, filter)?;
+        let target::Destination { fd, created } = dest;
         let sink = target::sink_of(&fd, created);
         let progress = Arc::new(child::SharedProgress::new()?);
 
@@ -234,6 +227,7 @@ impl DumpLayer {
     /// Waits for the writer on a thread, then records the outcome, reports DUMP_COMPLETED
     /// and answers `reply` if the caller waits.
     fn watch(&self, launched: Launched, reply: Option<ReplyFn>) {
+        let pid = launched.pid;
         let state = self.state.clone();
         let events = self.events.clone();
         let run = move || {
@@ -270,7 +264,21 @@ impl DumpLayer {
             .name("dump-wait".into())
             .spawn(run)
         {
+            // Nobody would reap the writer or end the dump: stop it here, so that the dump
+            // ends as failed (the dropped reply answers the caller with an error).
             log::error!("cannot start the dump waiter thread: {e}");
+            child::kill(pid);
+            let error = DumpError::Fork(e.raw_os_error().unwrap_or(libc::EAGAIN));
+            let result = {
+                let mut s = self.lock();
+                s.progress = None;
+                s.status = DumpStatus::Failed;
+                s.progress()
+            };
+            self.events.emit(VmEvent::DumpCompleted {
+                result,
+                error: Some(error.to_string()),
+            });
         }
     }
 }

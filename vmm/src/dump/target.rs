@@ -5,34 +5,52 @@ use std::fs::File;
 use std::io::Seek;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
-use super::error::{errno_of, DumpError};
+use petrel_block::errno::of_io;
+
+use super::error::DumpError;
 use super::writer::Sink;
 use crate::api::dump::MonitorFds;
 
+/// A dump's open destination.
+pub struct Destination {
+    /// Where to write.
+    pub fd: OwnedFd,
+    /// petrel created the file itself (`file:`): nobody else shares its status flags.
+    pub created: bool,
+}
+
+/// Creates (or truncates) `path` for writing with `mode`, with QEMU's error text.
+pub fn create(path: &Path, mode: u32) -> Result<OwnedFd, DumpError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| DumpError::Open {
+            path: path.into(),
+            errno: of_io(&e),
+        })
+}
+
 /// Opens the dump's destination as QEMU does: `fd:NAME` takes the monitor's descriptor,
 /// `file:PATH` creates the file (mode 0400, truncated).
-pub fn open(protocol: &str, fds: &MonitorFds) -> Result<OwnedFd, DumpError> {
+pub fn open(protocol: &str, fds: &MonitorFds) -> Result<Destination, DumpError> {
     if let Some(name) = protocol.strip_prefix("fd:") {
-        return fds
+        let fd = fds
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
-            .ok_or_else(|| DumpError::FdNotFound(name.to_string()));
+            .ok_or_else(|| DumpError::FdNotFound(name.to_string()))?;
+        return Ok(Destination { fd, created: false });
     }
     if let Some(path) = protocol.strip_prefix("file:") {
-        return std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o400)
-            .open(path)
-            .map(OwnedFd::from)
-            .map_err(|e| DumpError::Open {
-                path: path.into(),
-                errno: errno_of(&e),
-            });
+        let fd = create(Path::new(path), 0o400)?;
+        return Ok(Destination { fd, created: true });
     }
     Err(DumpError::InvalidParameter("protocol"))
 }
@@ -77,7 +95,7 @@ pub fn sink_of(fd: &OwnedFd, created: bool) -> Sink {
 mod tests {
     use super::*;
 
-    fn sink_for(dir: &std::path::Path, created: bool) -> Sink {
+    fn sink_for(dir: &Path, created: bool) -> Sink {
         let path = dir.join(format!("petrel-sink-{}", std::process::id()));
         let fd = OwnedFd::from(File::create(&path).unwrap());
         std::fs::remove_file(&path).unwrap();
@@ -101,7 +119,7 @@ mod tests {
             Sink::Sparse { direct: false, .. }
         ));
         assert!(matches!(
-            sink_for(std::path::Path::new("/dev/shm"), true),
+            sink_for(Path::new("/dev/shm"), true),
             Sink::Sparse { direct: false, .. }
         ));
     }

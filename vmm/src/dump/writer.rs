@@ -97,7 +97,8 @@ pub enum Sink {
 /// Why the write stopped: the dump-relative offset and errno (-1: no errno).
 pub type Failure = (u64, i32);
 
-fn errno() -> i32 {
+/// The calling thread's errno (async-signal-safe: it only reads it).
+pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
 }
 

@@ -2,7 +2,7 @@
 //! device that owns the port or address, with no lock over all devices.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -279,6 +279,31 @@ impl VcpuHandle {
             }
         }
     }
+}
+
+/// How long a vCPU thread may take to answer a request before the asker gives up on it.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends every vCPU of `vcpus` the request `make` builds around a reply channel, all before
+/// waiting, then collects the answers in order: None for a vCPU that did not answer within
+/// [`ANSWER_TIMEOUT`].
+pub fn ask_all<T>(
+    vcpus: &[VcpuHandle],
+    run_state: &RunState,
+    make: impl Fn(Sender<T>) -> VcpuRequest,
+) -> Vec<Option<T>> {
+    let waiting: Vec<_> = vcpus
+        .iter()
+        .map(|v| {
+            let (tx, rx) = mpsc::channel();
+            v.request(make(tx), run_state);
+            rx
+        })
+        .collect();
+    waiting
+        .into_iter()
+        .map(|rx| rx.recv_timeout(ANSWER_TIMEOUT).ok())
+        .collect()
 }
 
 /// Starts vCPU `index` on its own thread.
