@@ -8,6 +8,7 @@
 use petrel_arch::GuestMemoryMmap;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
+use super::BalloonError;
 use crate::api::balloon::MemdevInfo;
 
 /// QEMU's id of the RAM backend of the pc and q35 machines.
@@ -43,12 +44,11 @@ fn vm_flags(smaps: &str, addr: usize) -> Option<Vec<&str>> {
 }
 
 /// The backend entry of the guest RAM `mem`: its size, and the flags of its mappings (a
-/// property holds when it holds for every region).
-pub fn ram(mem: &GuestMemoryMmap) -> MemdevInfo {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_else(|e| {
-        log::warn!("query-memdev: cannot read /proc/self/smaps: {e}");
-        String::new()
-    });
+/// property holds when it holds for every region). Flags the kernel does not show are an
+/// error, never a guess.
+pub fn ram(mem: &GuestMemoryMmap) -> Result<MemdevInfo, BalloonError> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")
+        .map_err(|e| BalloonError::MemdevFlags(format!("/proc/self/smaps: {e}")))?;
     let mut info = MemdevInfo {
         id: RAM_ID.to_string(),
         size: 0,
@@ -63,14 +63,16 @@ pub fn ram(mem: &GuestMemoryMmap) -> MemdevInfo {
         let host = region
             .get_host_address(MemoryRegionAddress(0))
             .map_or(0, |p| p as usize);
-        let flags = vm_flags(&smaps, host).unwrap_or_default();
+        let flags = vm_flags(&smaps, host).ok_or_else(|| {
+            BalloonError::MemdevFlags(format!("no VmFlags for the mapping at {host:#x}"))
+        })?;
         let has = |f: &str| flags.contains(&f);
         info.merge &= has("mg");
         info.dump &= !has("dd");
         info.share &= has("sh");
         info.reserve &= !has("nr");
     }
-    info
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -107,7 +109,7 @@ VmFlags: rd wr sh mr mw me ms dd sd
             (vm_memory::GuestAddress(4 << 20), 2 << 20),
         ])
         .unwrap();
-        let info = ram(&mem);
+        let info = ram(&mem).unwrap();
         // Private, MAP_NORESERVE, not madvised: no KSM, dumped, nothing reserved.
         assert_eq!(
             info,

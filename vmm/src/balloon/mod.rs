@@ -29,6 +29,9 @@ pub enum BalloonError {
     /// The function does not hold a balloon model (cannot happen: petrel builds it).
     #[error("the balloon function holds another device model")]
     WrongModel,
+    /// `query-memdev`: the kernel did not tell the flags of guest RAM's mappings.
+    #[error("cannot read the guest RAM mapping's flags: {0}")]
+    MemdevFlags(String),
 }
 
 /// The balloon function on bus 0.
@@ -111,7 +114,7 @@ impl BalloonLayer {
                 Ok(Some(BalloonData::Actual(memory_left(ram_size, actual))))
             }
             BalloonRequest::QueryMemdev => {
-                Ok(Some(BalloonData::Memdevs(vec![memdev::ram(&self.mem)])))
+                Ok(Some(BalloonData::Memdevs(vec![memdev::ram(&self.mem)?])))
             }
         }
     }
