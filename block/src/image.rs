@@ -269,7 +269,13 @@ pub fn resolve_backing(overlay: &Path, backing: &str) -> PathBuf {
 
 /// Allocated size of `path` on the host (QEMU's actual-size).
 pub fn actual_size(path: &Path) -> Option<u64> {
-    fs::metadata(path).ok().map(|m| m.blocks() * 512)
+    fs::metadata(path).ok().map(|m| allocated_bytes(&m))
+}
+
+/// Bytes a file with metadata `m` occupies on the host: st_blocks counts 512-byte units
+/// whatever the file system's block size.
+pub fn allocated_bytes(m: &fs::Metadata) -> u64 {
+    m.blocks() * 512
 }
 
 /// Formats the existing file `path` as an empty qcow2 image of `size` bytes, without a

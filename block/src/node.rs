@@ -16,7 +16,6 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs::File;
 use std::hash::BuildHasher;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
@@ -266,7 +265,7 @@ impl BlockNode {
 
     /// Bytes the host file occupies on the host (QEMU's `actual-size`).
     pub fn actual_size(&self) -> Option<u64> {
-        self.host_metadata().map(|m| m.blocks() * 512)
+        self.host_metadata().map(|m| image::allocated_bytes(&m))
     }
 
     /// The host file's metadata, through the open handle if the node has one.
