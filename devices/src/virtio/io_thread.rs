@@ -1,14 +1,19 @@
 //! What every virtio device's I/O thread shares: started on activation with an eventfd that
-//! asks it to stop, stopped and joined on reset or when the device is dropped, and its epoll
-//! set of input descriptors.
+//! asks it to stop, stopped and joined on reset or when the device is dropped, its epoll set
+//! of input descriptors, and interrupting the driver for used buffers.
 
+use std::fmt::Display;
 use std::io;
 use std::os::fd::RawFd;
 use std::thread::JoinHandle;
 
 use log::error;
+use virtio_queue::QueueT;
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{ActivatedQueue, VirtioInterrupt, VirtioInterruptType};
 
 /// A running I/O thread. Dropping it signals the thread to stop and waits for it.
 #[derive(Debug)]
@@ -61,11 +66,85 @@ pub fn epoll_for_input(fds: impl IntoIterator<Item = (RawFd, u64)>) -> io::Resul
     Ok(epoll)
 }
 
+/// Interrupts the driver for the used entries `q` gained since the last call, unless it
+/// suppressed that through its `used_event` (with `VIRTIO_RING_F_EVENT_IDX`; without it the
+/// driver is always interrupted: `Queue::needs_notification` does not read
+/// `VRING_AVAIL_F_NO_INTERRUPT`, which is only a hint). If the ring cannot be read, it is
+/// interrupted. `who` names the device in the log.
+pub fn signal_used(
+    mem: &GuestMemoryMmap<()>,
+    interrupt: &dyn VirtioInterrupt,
+    q: &mut ActivatedQueue,
+    who: impl Display,
+) {
+    if q.queue.needs_notification(mem).unwrap_or(true) {
+        trigger_queue(interrupt, q.index, who);
+    }
+}
+
+/// Interrupts the driver for queue `index`, whatever it asked for. `who` names the device in
+/// the log.
+pub fn trigger_queue(interrupt: &dyn VirtioInterrupt, index: usize, who: impl Display) {
+    if let Err(e) = interrupt.trigger(VirtioInterruptType::Queue(index as u16)) {
+        error!("{who}: queue {index}: interrupt failed: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+
+    use virtio_queue::Queue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use crate::virtio::test_util::InterruptRecorder;
+
+    #[test]
+    fn signal_used_follows_used_event() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let mut queue = Queue::new(16).unwrap();
+        queue
+            .try_set_desc_table_address(GuestAddress(0x1000))
+            .unwrap();
+        queue
+            .try_set_avail_ring_address(GuestAddress(0x2000))
+            .unwrap();
+        queue
+            .try_set_used_ring_address(GuestAddress(0x3000))
+            .unwrap();
+        queue.set_ready(true);
+        let notify = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut q = ActivatedQueue {
+            index: 3,
+            queue,
+            notify,
+        };
+        let irq = InterruptRecorder::default();
+        q.queue.add_used(&mem, 0, 0).unwrap();
+        signal_used(&mem, &irq, &mut q, "test");
+        assert_eq!(irq.take(), [VirtioInterruptType::Queue(3)]);
+        // With EVENT_IDX, only once the used index passes `used_event` (after the
+        // available ring: flags, idx, 16 entries).
+        q.queue.set_event_idx(true);
+        let used_event = GuestAddress(0x2000 + 4 + 2 * 16);
+        mem.write_obj(5u16, used_event).unwrap();
+        q.queue.add_used(&mem, 1, 0).unwrap();
+        signal_used(&mem, &irq, &mut q, "test");
+        assert!(irq.take().is_empty());
+        for head in 2..6 {
+            q.queue.add_used(&mem, head, 0).unwrap();
+        }
+        signal_used(&mem, &irq, &mut q, "test");
+        assert_eq!(irq.take(), [VirtioInterruptType::Queue(3)]);
+        // A ring the device cannot read: interrupted anyway.
+        q.queue
+            .try_set_avail_ring_address(GuestAddress(0x2_0000))
+            .unwrap();
+        signal_used(&mem, &irq, &mut q, "test");
+        assert_eq!(irq.take(), [VirtioInterruptType::Queue(3)]);
+    }
 
     #[test]
     fn dropping_stops_and_joins_the_thread() {

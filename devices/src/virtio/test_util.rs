@@ -29,12 +29,18 @@ impl InterruptRecorder {
     /// Waits until at least `n` interrupts were raised (failing the test after 10 s), then
     /// `quiet` longer for any extra one, and takes them all.
     pub fn take_after(&self, n: usize, quiet: Duration) -> Vec<VirtioInterruptType> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.lock().len() < n {
-            assert!(Instant::now() < deadline, "interrupt not raised");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_for("the interrupts", || self.lock().len() >= n);
         std::thread::sleep(quiet);
         self.take()
+    }
+}
+
+/// Waits until `cond` holds, looking every millisecond; fails the test, naming `what`, after
+/// 10 s.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }

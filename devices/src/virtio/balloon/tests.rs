@@ -1,14 +1,14 @@
 //! A simulated driver on the three queues, in guest memory with a hole.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::stats::{STAT_COUNT, STAT_UNSET};
 use super::*;
-use crate::virtio::test_util::InterruptRecorder;
+use crate::virtio::test_util::{wait_for, InterruptRecorder};
 
 const QSIZE: u16 = 16;
 /// Ring memory of queue `i` starts at `RINGS + i * 0x4000`.
@@ -114,11 +114,7 @@ impl Driver {
 
     /// Waits until queue `q` has used `n` buffers in all.
     fn wait_used(&self, q: usize, n: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.used_idx(q) != n {
-            assert!(Instant::now() < deadline, "queue {q}: buffer not used");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_for(&format!("queue {q}: buffer used"), || self.used_idx(q) == n);
     }
 
     /// Sends `pfns` on queue `q` as one buffer and waits for it.
@@ -331,11 +327,7 @@ fn stats_are_kept_and_polled() {
     let first = stats_bytes(&[(4, 1000), (5, 4096), (99, 7)]);
     drv.mem.write_slice(&first, GuestAddress(BUFS)).unwrap();
     drv.post(STATS_QUEUE, 0, &[(BUFS, first.len() as u32)]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dev.guest_stats().last_update == 0 {
-        assert!(Instant::now() < deadline, "stats not received");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for("the stats", || dev.guest_stats().last_update != 0);
     let s = dev.guest_stats();
     assert_eq!(
         (s.values[4], s.values[5], s.values[0]),
@@ -364,11 +356,7 @@ fn stats_are_kept_and_polled() {
     let second = stats_bytes(&[(4, 2000)]);
     drv.mem.write_slice(&second, GuestAddress(BUFS)).unwrap();
     drv.post(STATS_QUEUE, 0, &[(BUFS, second.len() as u32)]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dev.guest_stats().values[4] != 2000 {
-        assert!(Instant::now() < deadline, "second stats not received");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for("the second stats", || dev.guest_stats().values[4] == 2000);
     assert_eq!(dev.guest_stats().values[5], STAT_UNSET);
     // One interval later it is asked again.
     drv.wait_used(2, 2);

@@ -19,8 +19,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::pages::{self, Outcome};
 use super::stats::STAT_LEN;
 use super::{Shared, DEFLATE_QUEUE, INFLATE_QUEUE, STATS_QUEUE};
-use crate::virtio::io_thread::epoll_for_input;
-use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::io_thread::{epoll_for_input, signal_used};
+use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt};
 
 /// Frame numbers handled per batch (one 4 KiB read of the buffer).
 const BATCH: usize = 1024;
@@ -246,20 +246,10 @@ impl Context {
         }
     }
 
-    /// Interrupts the driver for new used entries unless it suppressed that.
+    /// Interrupts the driver for `q`'s new used entries unless it suppressed that.
     fn signal_used(&self, q: &mut ActivatedQueue) {
-        match q.queue.needs_notification(self.mem.as_ref()) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => {
-                let int = VirtioInterruptType::Queue(q.index as u16);
-                if let Err(e) = self.interrupt.trigger(int) {
-                    error!(
-                        "virtio-balloon {}: queue {}: interrupt failed: {e}",
-                        self.id, q.index
-                    );
-                }
-            }
-        }
+        let who = format_args!("virtio-balloon {}", self.id);
+        signal_used(self.mem.as_ref(), self.interrupt.as_ref(), q, who);
     }
 
     /// Inflates or deflates the frames of one buffer.

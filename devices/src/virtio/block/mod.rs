@@ -26,6 +26,7 @@ pub use control::{DiskControl, DiskEvents, IoErrorReport, IoStatus};
 pub use policy::{ErrorAction, ErrorOutcome, ErrorPolicy};
 
 use super::io_thread::IoThread;
+use super::net::features::bit;
 use super::{
     read_config_space, ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError,
     VirtioInterrupt, VirtioInterruptType, TYPE_BLOCK, VIRTIO_F_VERSION_1,
@@ -49,11 +50,6 @@ pub const MAX_WRITE_ZEROES_SEG: u32 = 1;
 /// Length of the configuration space this device exposes (up to
 /// `unused1`, virtio 1.1 layout).
 pub const CONFIG_LEN: usize = 60;
-
-/// Feature bit helper.
-const fn bit(b: u32) -> u64 {
-    1 << b
-}
 
 /// Why a block device could not be created.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use petrel_block::{BlockGraph, ImageFormat, OpenOptions};
 use virtio_queue::{Queue, QueueT};
@@ -10,7 +10,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::*;
-use crate::virtio::test_util::InterruptRecorder;
+use crate::virtio::test_util::{wait_for, InterruptRecorder};
 
 const QSIZE: u16 = 16;
 const DESC: u64 = 0x1_0000;
@@ -141,15 +141,10 @@ impl Driver {
             .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
             .unwrap();
         self.notify.write(1).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        wait_for("the request's completion", || {
             let used: u16 = self.mem.read_obj(GuestAddress(USED + 2)).unwrap();
-            if used == self.avail_idx {
-                break;
-            }
-            assert!(Instant::now() < deadline, "request not completed");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+            used == self.avail_idx
+        });
         let elem = USED + 4 + 8 * slot;
         let head: u32 = self.mem.read_obj(GuestAddress(elem)).unwrap();
         let len: u32 = self.mem.read_obj(GuestAddress(elem + 4)).unwrap();
@@ -682,11 +677,7 @@ fn through_the_pci_transport() {
     );
     assert_eq!(&image.contents()[16 * 512..16 * 512 + 4096], &data[..]);
     // INTx was raised, with the queue bit in the ISR.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dev.interrupt().intx_pending() {
-        assert!(Instant::now() < deadline, "no INTx");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for("INTx", || dev.interrupt().intx_pending());
     assert_eq!(read(&mut dev, 0x1000, 1), 1);
     // A driver reset stops the device.
     write(&mut dev, 0x14, 1, 0);

@@ -28,8 +28,8 @@ use super::policy::ErrorOutcome;
 use super::{
     CacheMode, ID_BYTES, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG, MAX_WRITE_ZEROES_SEG, SECTOR_SHIFT,
 };
-use crate::virtio::io_thread::epoll_for_input;
-use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::io_thread::{epoll_for_input, signal_used};
+use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt};
 
 /// Request header length.
 const HEADER_LEN: u64 = 16;
@@ -266,7 +266,7 @@ impl Context {
                 used_any = true;
             }
             if used_any {
-                self.signal_used(q);
+                signal_used(mem, self.interrupt.as_ref(), q, "virtio-blk");
             }
             if poll_avail(mem, q) {
                 continue;
@@ -277,19 +277,6 @@ impl Context {
                 Err(e) => {
                     error!("virtio-blk: queue {}: {e}", q.index);
                     return true;
-                }
-            }
-        }
-    }
-
-    /// Interrupts the driver for new used entries unless it suppressed that.
-    fn signal_used(&self, q: &mut ActivatedQueue) {
-        match q.queue.needs_notification(self.mem.as_ref()) {
-            Ok(false) => {}
-            Ok(true) | Err(_) => {
-                let int = VirtioInterruptType::Queue(q.index as u16);
-                if let Err(e) = self.interrupt.trigger(int) {
-                    error!("virtio-blk: queue {}: interrupt failed: {e}", q.index);
                 }
             }
         }

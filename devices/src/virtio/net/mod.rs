@@ -17,7 +17,7 @@ mod config;
 mod control;
 mod csum;
 mod ctrl;
-mod features;
+pub(crate) mod features;
 mod filter;
 mod info;
 mod params;

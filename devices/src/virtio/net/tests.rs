@@ -6,7 +6,6 @@ mod filtering;
 mod harness;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use petrel_net::{Offloads, VNET_HDR_LEN};
 use virtio_bindings::virtio_net::*;
@@ -14,8 +13,9 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{Bytes, GuestAddress};
 
 use self::harness::{backend, start, Driver, Peer, QUIET};
+use super::features::bit;
 use super::*;
-use crate::virtio::test_util::InterruptRecorder;
+use crate::virtio::test_util::{wait_for, InterruptRecorder};
 use crate::virtio::{VirtioInterruptType, VIRTIO_F_VERSION_1};
 
 const OUR_MAC: [u8; 6] = DEFAULT_MAC;
@@ -31,10 +31,6 @@ const CLASS_MQ: u8 = VIRTIO_NET_CTRL_MQ as u8;
 const CLASS_OFFLOADS: u8 = VIRTIO_NET_CTRL_GUEST_OFFLOADS as u8;
 const CTRL_OK: u8 = VIRTIO_NET_OK as u8;
 const CTRL_ERR: u8 = VIRTIO_NET_ERR as u8;
-
-fn bit(b: u32) -> u64 {
-    1 << b
-}
 
 /// An Ethernet frame to `dst` of `len` bytes with a recognisable payload.
 fn eth(dst: [u8; 6], len: usize) -> Vec<u8> {
@@ -73,15 +69,6 @@ fn running(vnet_hdr: bool, refused: u64) -> (VirtioNet, NetControl, Driver, Peer
     let drv = start(&mut dev, refused, false);
     let ctl = dev.control();
     (dev, ctl, drv, peer)
-}
-
-/// Waits until `cond` holds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Injects `frame` with one receive buffer posted; returns whether the

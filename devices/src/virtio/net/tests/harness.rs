@@ -5,7 +5,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use petrel_net::{NetBackend, NetError, Offloads, VNET_HDR_LEN};
 use virtio_queue::{Queue, QueueT};
@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::virtio::net::VirtioNet;
-use crate::virtio::test_util::InterruptRecorder;
+use crate::virtio::test_util::{wait_for, InterruptRecorder};
 use crate::virtio::{ActivatedQueue, GuestMemory, VirtioDevice};
 
 /// Size of every test queue.
@@ -269,18 +269,13 @@ impl VirtQueue {
 
     /// Waits for the next used element.
     pub fn wait_used(&mut self, mem: &GuestMemoryMmap) -> (u32, u32) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(used) = self.poll_used(mem) {
-                return used;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "queue {}: nothing used",
-                self.index
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut used = None;
+        let what = format!("queue {}: a used buffer", self.index);
+        wait_for(&what, || {
+            used = self.poll_used(mem);
+            used.is_some()
+        });
+        used.expect("waited for")
     }
 
     /// Whether the device leaves the queue alone for a while.

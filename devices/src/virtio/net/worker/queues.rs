@@ -5,9 +5,9 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::Worker;
+use crate::virtio::io_thread::signal_used;
 use crate::virtio::net::control::Shared;
 use crate::virtio::net::ctrl::{self, Effects};
-use crate::virtio::{ActivatedQueue, VirtioInterrupt, VirtioInterruptType};
 
 impl Worker {
     /// Answers the control queue's commands.
@@ -43,7 +43,8 @@ impl Worker {
                 }
             }
             if used_any {
-                signal_used(mem, self.interrupt.as_ref(), q);
+                let who = format_args!("virtio-net {}", self.shared.name);
+                signal_used(mem, self.interrupt.as_ref(), q, who);
             }
             match q.queue.enable_notification(mem) {
                 Ok(true) => continue,
@@ -54,24 +55,6 @@ impl Worker {
                 }
             }
         }
-    }
-}
-
-/// Interrupts the driver for `q`'s new used entries unless it suppressed
-/// that.
-pub(super) fn signal_used(
-    mem: &GuestMemoryMmap<()>,
-    interrupt: &dyn VirtioInterrupt,
-    q: &mut ActivatedQueue,
-) {
-    if q.queue.needs_notification(mem).unwrap_or(true) {
-        trigger(interrupt, q.index);
-    }
-}
-
-pub(super) fn trigger(interrupt: &dyn VirtioInterrupt, index: usize) {
-    if let Err(e) = interrupt.trigger(VirtioInterruptType::Queue(index as u16)) {
-        error!("virtio-net: queue {index}: interrupt failed: {e}");
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::Instant;
 use log::{error, warn};
 use virtio_queue::QueueT;
 
-use super::queues::trigger;
 use super::{Worker, RX_BUDGET, RX_RETRY};
 use crate::sync::lock;
+use crate::virtio::io_thread::trigger_queue;
 use crate::virtio::net::rx::Delivery;
 use crate::virtio::net::used;
 
@@ -114,7 +114,8 @@ impl Worker {
             }
         }
         if delivered && self.rx.needs_interrupt(mem.as_ref()) {
-            trigger(self.interrupt.as_ref(), self.rx.q.index);
+            let who = format_args!("virtio-net {}", self.shared.name);
+            trigger_queue(self.interrupt.as_ref(), self.rx.q.index, who);
         }
     }
 }

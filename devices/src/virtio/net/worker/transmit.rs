@@ -14,8 +14,8 @@ use log::{debug, error, warn};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::queues::signal_used;
 use super::{Worker, TX_BUDGET, TX_RETRY};
+use crate::virtio::io_thread::signal_used;
 use crate::virtio::net::tx::Transmitted;
 
 /// What became of the chain at the head of the queue.
@@ -49,7 +49,7 @@ impl Worker {
                 if self.transmit(mem, chain) == Step::Refused {
                     self.tx_q.queue.go_to_previous_position();
                     if used_any {
-                        signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
+                        self.signal_tx_used(mem);
                     }
                     self.block_tx();
                     return false;
@@ -63,12 +63,12 @@ impl Worker {
                 used_any = true;
                 count += 1;
                 if count >= TX_BUDGET {
-                    signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
+                    self.signal_tx_used(mem);
                     return true;
                 }
             }
             if used_any {
-                signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q);
+                self.signal_tx_used(mem);
             }
             match self.tx_q.queue.enable_notification(mem) {
                 Ok(true) => continue,
@@ -108,6 +108,13 @@ impl Worker {
             }
         }
         Step::Done
+    }
+
+    /// Interrupts the driver for the transmit queue's new used entries
+    /// unless it suppressed that.
+    fn signal_tx_used(&mut self, mem: &GuestMemoryMmap<()>) {
+        let who = format_args!("virtio-net {}", self.shared.name);
+        signal_used(mem, self.interrupt.as_ref(), &mut self.tx_q, who);
     }
 
     /// Leaves the queue until the backend can take frames: its transmit
