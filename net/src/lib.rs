@@ -127,22 +127,13 @@ pub trait NetBackend: Send {
     /// without the virtio-net header ignore it.
     fn set_offloads(&mut self, offloads: Offloads) -> Result<(), NetError>;
 
-    /// Sends one frame, given as the slices it is made of. A frame the
-    /// backend cannot take now is dropped (as a full tap queue drops it);
-    /// only errors that make the backend unusable are returned.
-    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError>;
-
-    /// Sends one frame unless the backend cannot take it now, in which
-    /// case it answers [`SendStatus::Busy`] and keeps nothing of it. A frame
-    /// the backend can never take (too long, no peer) is dropped and
-    /// counts as [`SendStatus::Sent`]; only errors that make the backend
-    /// unusable are returned.
-    ///
-    /// The default sends with [`NetBackend::send`], so a backend that
-    /// implements only that never pushes back.
-    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
-        self.send(frame).map(|()| SendStatus::Sent)
-    }
+    /// Sends one frame, given as the slices it is made of, unless the
+    /// backend cannot take it now, in which case it answers
+    /// [`SendStatus::Busy`] and keeps nothing of it. A frame the backend can
+    /// never take (too long, no peer) is dropped and counts as
+    /// [`SendStatus::Sent`]; only errors that make the backend unusable are
+    /// returned.
+    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError>;
 
     /// After [`NetBackend::try_send`] answered [`SendStatus::Busy`]: the
     /// event that says it can take frames again. A backend that may

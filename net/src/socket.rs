@@ -316,13 +316,6 @@ impl NetBackend for SocketBackend {
         Ok(())
     }
 
-    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        match &mut self.inner {
-            Inner::Stream(s) => s.send(frame),
-            Inner::Dgram(d) => d.send(frame),
-        }
-    }
-
     fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
         match &mut self.inner {
             Inner::Stream(s) => s.try_send(frame),

@@ -334,13 +334,6 @@ impl NetBackend for TapBackend {
         })
     }
 
-    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        if self.write_frame(frame)? == SendStatus::Busy {
-            log::trace!("tap {}: frame dropped: the queue is full", self.ifname);
-        }
-        Ok(())
-    }
-
     fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
         self.write_frame(frame)
     }

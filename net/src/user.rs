@@ -154,7 +154,7 @@ fn parse_rule(rule: &str) -> Result<hostfwd::HostFwd, UserError> {
 /// A user netdev.
 #[derive(Debug)]
 pub struct UserBackend {
-    shared: Arc<Shared>,
+    /// The monitor's handle, which also holds what the thread shares with the backend.
     control: UserControl,
     thread: Option<JoinHandle<()>>,
     info: String,
@@ -183,14 +183,15 @@ impl UserBackend {
         let (requests, receiver) = mpsc::channel();
         let thread = thread::spawn(&opts.id, settings, rules, shared.clone(), receiver)?;
         Ok(UserBackend {
-            control: UserControl {
-                requests,
-                shared: shared.clone(),
-            },
-            shared,
+            control: UserControl { requests, shared },
             thread: Some(thread),
             info,
         })
+    }
+
+    /// What the thread shares with the backend.
+    fn shared(&self) -> &Shared {
+        &self.control.shared
     }
 
     /// A handle for the monitor's requests (`hostfwd_add`, `hostfwd_remove`,
@@ -202,8 +203,8 @@ impl UserBackend {
 
 impl Drop for UserBackend {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        let _ = self.shared.wake.write(1);
+        self.shared().stop.store(true, Ordering::Release);
+        let _ = self.shared().wake.write(1);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -223,15 +224,8 @@ impl NetBackend for UserBackend {
         Ok(())
     }
 
-    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        if !self.shared.tx.push(frame) {
-            log::trace!("user: frame from the guest dropped, queue full");
-        }
-        Ok(())
-    }
-
     fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
-        if self.shared.tx.push_or_wait(frame) {
+        if self.shared().tx.push_or_wait(frame) {
             Ok(SendStatus::Sent)
         } else {
             Ok(SendStatus::Busy)
@@ -240,15 +234,15 @@ impl NetBackend for UserBackend {
 
     /// The queue's eventfd that the thread signals once it has made room.
     fn tx_ready(&self) -> Option<TxReady> {
-        Some(TxReady::Readable(self.shared.tx.space_fd()))
+        Some(TxReady::Readable(self.shared().tx.space_fd()))
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
-        Ok(self.shared.rx.pop_into(buf))
+        Ok(self.shared().rx.pop_into(buf))
     }
 
     fn rx_fd(&self) -> RawFd {
-        self.shared.rx.fd()
+        self.shared().rx.fd()
     }
 
     fn info(&self) -> String {

@@ -7,13 +7,13 @@ mod common;
 
 use std::io::{IoSlice, Read};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::net::UnixDatagram;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::frames::{ethernet, ipv4, udp, GUEST_MAC};
-use common::{wait_readable, BUF_LEN};
+use common::{wait_readable, wait_tx_ready, BUF_LEN};
 use petrel_net::{
     NetBackend, SendStatus, SocketBackend, SocketOptions, TxReady, UserBackend, UserOptions,
 };
@@ -23,41 +23,9 @@ const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 const SLIRP_MAC: [u8; 6] = [0x52, 0x55, 10, 0, 2, 2];
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Waits until `fd` is writable or `timeout` passes; true if writable.
-fn wait_writable(fd: RawFd, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-}
-
-/// Waits for what `backend.tx_ready()` names.
-fn wait_tx_ready(backend: &dyn NetBackend, timeout: Duration) -> bool {
-    match backend
-        .tx_ready()
-        .expect("a backend that refused names its readiness")
-    {
-        TxReady::Readable(fd) => wait_readable(fd, timeout),
-        TxReady::Writable(fd) => wait_writable(fd, timeout),
-    }
-}
-
-/// Offers `frame` until the backend takes it, waiting on its readiness in between;
-/// returns how many times it was refused.
+/// Offers `frame` until the backend takes it; returns how many times it was refused.
 fn send_patiently(backend: &mut dyn NetBackend, frame: &[u8]) -> usize {
-    let mut refused = 0;
-    while backend.try_send(&[IoSlice::new(frame)]).unwrap() == SendStatus::Busy {
-        refused += 1;
-        assert!(
-            wait_tx_ready(backend, WAIT),
-            "the backend never became ready"
-        );
-    }
-    refused
+    common::send_patiently(backend, &[IoSlice::new(frame)])
 }
 
 /// A frame of `len` bytes starting with `seq`.

@@ -10,9 +10,9 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::{Duration, Instant};
 
-use common::{wait_readable, BUF_LEN};
+use common::{send_patiently, wait_readable, wait_tx_ready, BUF_LEN};
 use petrel_net::socket::NET_BUFSIZE;
-use petrel_net::{NetBackend, SocketBackend, SocketError, SocketOptions};
+use petrel_net::{NetBackend, SendStatus, SocketBackend, SocketError, SocketOptions};
 
 /// A frame of `len` bytes whose contents tell `seq` and the position.
 fn frame(len: usize, seq: u32) -> Vec<u8> {
@@ -85,13 +85,29 @@ fn stream_pair() -> (SocketBackend, SocketBackend) {
 
 fn send_all(from: &mut dyn NetBackend, frames: &[Vec<u8>]) {
     for f in frames {
-        from.send(&[IoSlice::new(f)]).unwrap();
+        common::send(from, f);
     }
 }
 
+/// Sends `frames` from `from`, receiving on `to` while `from` refuses one (the kernel's
+/// buffers are full), and checks they all arrive unchanged.
 fn transfer(from: &mut dyn NetBackend, to: &mut dyn NetBackend, frames: &[Vec<u8>]) {
-    send_all(from, frames);
-    let got = pump(from, to, |_, _, got| got.len() >= frames.len());
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; BUF_LEN];
+    for f in frames {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while from.try_send(&[IoSlice::new(f)]).unwrap() == SendStatus::Busy {
+            assert!(Instant::now() < deadline, "the sender never got room");
+            while let Some(len) = to.recv(&mut buf).unwrap() {
+                got.push(buf[..len].to_vec());
+            }
+            wait_tx_ready(from, Duration::from_millis(5));
+        }
+    }
+    let before = got.len();
+    got.extend(pump(from, to, |_, _, more| {
+        before + more.len() >= frames.len()
+    }));
     assert_eq!(got.len(), frames.len());
     for (g, f) in got.iter().zip(frames) {
         assert!(g == f, "frame of {} bytes arrived changed", f.len());
@@ -126,13 +142,14 @@ fn socket_stream_pair_carries_frames_of_every_size_both_ways() {
     transfer(&mut server, &mut client, &frames);
     // A frame split over several slices travels as one.
     let f = frame(1514, 77);
-    client
-        .send(&[
+    send_patiently(
+        &mut client,
+        &[
             IoSlice::new(&f[..14]),
             IoSlice::new(&f[14..100]),
             IoSlice::new(&f[100..]),
-        ])
-        .unwrap();
+        ],
+    );
     let got = pump(&mut client, &mut server, |_, _, got| !got.is_empty());
     assert_eq!(got, vec![f]);
     // Longer than a QEMU peer accepts: dropped, and the stream goes on.
@@ -206,7 +223,11 @@ fn socket_connect_refused_leaves_the_link_down() {
         wait_readable(client.rx_fd(), Duration::from_millis(10));
         assert_eq!(client.recv(&mut buf).unwrap(), None);
     }
-    client.send(&[IoSlice::new(&frame(60, 0))]).unwrap();
+    assert_eq!(
+        client.try_send(&[IoSlice::new(&frame(60, 0))]).unwrap(),
+        SendStatus::Sent,
+        "dropped without a connection"
+    );
 }
 
 /// Parses a QEMU-framed byte stream into its frames; panics on a torn frame.
@@ -229,11 +250,22 @@ fn socket_stream_stays_whole_through_partial_writes() {
     let mut client =
         SocketBackend::open(&opts(|o| o.connect = Some(format!("127.0.0.1:{port}")))).unwrap();
     let (mut conn, _) = peer.accept().unwrap();
-    // Far more than the kernel's buffers and the backend's own queue hold while the
-    // peer does not read: the socket takes parts of frames, then nothing.
+    // Far more than the kernel's buffers hold: while the peer does not read, the socket
+    // takes parts of frames, then nothing, and the backend refuses the next frame until
+    // the part that waits has gone.
     let count = 400u32;
-    for seq in 0..count {
-        client.send(&[IoSlice::new(&frame(65535, seq))]).unwrap();
+    let mut seq = 0;
+    let mut refused = 0;
+    while seq < count {
+        if client
+            .try_send(&[IoSlice::new(&frame(65535, seq))])
+            .unwrap()
+            == SendStatus::Busy
+        {
+            refused += 1;
+            break;
+        }
+        seq += 1;
     }
     let reader = std::thread::spawn(move || {
         let mut bytes = Vec::new();
@@ -248,7 +280,11 @@ fn socket_stream_stays_whole_through_partial_writes() {
         }
         bytes
     });
-    // The NIC's part: recv() when rx_fd wakes it, which sends what is still queued.
+    // The refused frame and the rest, each offered until the backend takes it.
+    for seq in seq..count {
+        refused += send_patiently(&mut client, &[IoSlice::new(&frame(65535, seq))]);
+    }
+    // The NIC's part: recv() when rx_fd wakes it, which sends what is still waiting.
     let mut buf = vec![0u8; BUF_LEN];
     while !reader.is_finished() {
         if wait_readable(client.rx_fd(), Duration::from_millis(20)) {
@@ -256,11 +292,19 @@ fn socket_stream_stays_whole_through_partial_writes() {
         }
     }
     let frames = deframe(&reader.join().unwrap());
-    eprintln!("{} of {count} frames arrived whole", frames.len());
+    eprintln!(
+        "{} of {count} frames arrived whole, {refused} refusals",
+        frames.len()
+    );
     assert!(frames.len() > 10, "only {} frames arrived", frames.len());
     assert!(
-        frames.len() < count as usize,
-        "no frame was dropped: the test did not fill the socket"
+        refused > 0,
+        "never refused: the test did not fill the socket"
+    );
+    assert_eq!(
+        frames.len(),
+        count as usize,
+        "a refused frame is offered again, so none is lost"
     );
     let mut last = None;
     for f in &frames {
@@ -378,7 +422,7 @@ fn socket_mcast_pair_sees_each_others_frames() {
     let (ip, _) = group.split_once(':').unwrap();
     assert_eq!(a.info(), format!("socket: mcast={ip}:{port}"));
     let f = frame(1514, 9);
-    a.send(&[IoSlice::new(&f)]).unwrap();
+    common::send(&mut a, &f);
     // With loopback on, every member sees the frame, the sender included.
     for side in [&mut b, &mut a] {
         let got = common::recv_one(side, Duration::from_secs(5)).expect("multicast frame");
@@ -400,7 +444,7 @@ fn socket_fd_takes_stream_and_datagram_sockets() {
         common::recv_one(&mut stream, Duration::from_secs(5)),
         Some(f.clone())
     );
-    stream.send(&[IoSlice::new(&f)]).unwrap();
+    common::send(&mut stream, &f);
     let mut back = vec![0u8; 4 + f.len()];
     theirs.read_exact(&mut back).unwrap();
     assert_eq!(deframe(&back), vec![f.clone()]);
@@ -414,7 +458,7 @@ fn socket_fd_takes_stream_and_datagram_sockets() {
         common::recv_one(&mut dgram, Duration::from_secs(5)),
         Some(f.clone())
     );
-    dgram.send(&[IoSlice::new(&f)]).unwrap();
+    common::send(&mut dgram, &f);
     let mut back = vec![0u8; 2000];
     let n = theirs.recv(&mut back).unwrap();
     assert_eq!(&back[..n], &f[..]);

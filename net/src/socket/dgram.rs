@@ -33,14 +33,6 @@ impl DgramSocket {
         DgramSocket { sock, dest, info }
     }
 
-    /// Sends one frame as one datagram; a datagram the socket refuses is lost.
-    pub fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        if self.try_send(frame)? == SendStatus::Busy {
-            log::trace!("socket: datagram dropped: the send buffer is full");
-        }
-        Ok(())
-    }
-
     /// Sends one frame as one datagram, or answers [`SendStatus::Busy`] when the socket's
     /// send buffer is full (`EAGAIN`), as QEMU's `net_socket_receive_dgram` does; other
     /// refusals lose the datagram.

@@ -3,8 +3,9 @@
 //!
 //! The reader asks the socket for exactly the bytes of the current length or frame, so it
 //! never holds bytes of the next frame: while a whole frame may be waiting, the socket
-//! itself stays readable. The writer keeps what the socket did not take and sends it
-//! before anything else, so a partial write never splits the stream.
+//! itself stays readable. The writer has one frame in flight at a time: it keeps what the
+//! socket did not take of it and sends that before the next frame is offered, so a partial
+//! write never splits the stream.
 
 use std::io::{self, IoSlice, Read};
 
@@ -14,9 +15,6 @@ pub const NET_BUFSIZE: usize = 4096 + 65536;
 
 /// Length prefix size.
 const LEN_BYTES: usize = 4;
-
-/// How many bytes of frames may wait for the socket before new frames are dropped.
-const PENDING_LIMIT: usize = 4 * NET_BUFSIZE;
 
 /// What a read attempt came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,12 +123,19 @@ pub trait VectoredSink {
     fn write_some(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
-/// Sends length-prefixed frames, keeping what the socket does not take.
+/// Sends length-prefixed frames one at a time, keeping what the socket does not take of
+/// the one in flight.
 #[derive(Debug, Default)]
 pub struct FrameWriter {
-    /// Bytes accepted but not yet sent, from `sent` on.
+    /// Bytes of the frame in flight not yet sent, from `sent` on.
     pending: Vec<u8>,
     sent: usize,
+}
+
+/// The length prefix of `frame`, or `None` when it is longer than a peer accepts.
+fn prefix(frame: &[IoSlice<'_>]) -> Option<[u8; LEN_BYTES]> {
+    let len: usize = frame.iter().map(|s| s.len()).sum();
+    (len <= NET_BUFSIZE).then(|| (len as u32).to_be_bytes())
 }
 
 impl FrameWriter {
@@ -148,45 +153,51 @@ impl FrameWriter {
     /// Sends what waits; `Ok(true)` once nothing does.
     pub fn flush(&mut self, sink: &mut impl VectoredSink) -> io::Result<bool> {
         while self.has_pending() {
-            let n = match write_some(sink, &[IoSlice::new(&self.pending[self.sent..])])? {
-                Some(n) if n > 0 => n,
-                _ => {
-                    // Keep the buffer from growing with bytes already sent.
-                    if self.sent > self.pending.len() / 2 {
-                        self.pending.drain(..self.sent);
-                        self.sent = 0;
-                    }
-                    return Ok(false);
-                }
-            };
-            self.sent += n;
+            match write_some(sink, &[IoSlice::new(&self.pending[self.sent..])])? {
+                Some(n) if n > 0 => self.sent += n,
+                _ => return Ok(false),
+            }
         }
         self.clear();
         Ok(true)
     }
 
-    /// Sends one frame, or keeps the part the socket does not take. Returns false when
-    /// the frame was dropped: too long for the peer to accept, or too much is waiting.
+    /// Sends one frame while nothing waits, keeping the part the socket does not take.
+    /// Returns false when the frame was dropped as too long for the peer to accept.
     pub fn send(
         &mut self,
         sink: &mut impl VectoredSink,
         frame: &[IoSlice<'_>],
     ) -> io::Result<bool> {
-        if !self.flush(sink)? {
-            return Ok(self.queue(frame));
-        }
-        let len: usize = frame.iter().map(|s| s.len()).sum();
-        if len > NET_BUFSIZE {
+        debug_assert!(!self.has_pending(), "one frame in flight at a time");
+        let Some(prefix) = prefix(frame) else {
             return Ok(false);
-        }
-        let prefix = (len as u32).to_be_bytes();
+        };
         let mut slices = Vec::with_capacity(frame.len() + 1);
         slices.push(IoSlice::new(&prefix));
         slices.extend(frame.iter().map(|s| IoSlice::new(s)));
         let written = write_some(sink, &slices)?.unwrap_or(0);
-        // Keep whatever of prefix and frame the socket did not take.
+        self.keep(&prefix, frame, written);
+        Ok(true)
+    }
+
+    /// Keeps one frame, while nothing waits, to send once the socket takes data (a
+    /// connection still being made). Returns false when it was dropped, as
+    /// [`FrameWriter::send`] does.
+    pub fn queue(&mut self, frame: &[IoSlice<'_>]) -> bool {
+        debug_assert!(!self.has_pending(), "one frame in flight at a time");
+        let Some(prefix) = prefix(frame) else {
+            return false;
+        };
+        self.keep(&prefix, frame, 0);
+        true
+    }
+
+    /// Keeps what of `prefix` and `frame` follows their first `written` bytes.
+    fn keep(&mut self, prefix: &[u8], frame: &[IoSlice<'_>], written: usize) {
+        self.clear();
         let mut skip = written;
-        for part in std::iter::once(&prefix[..]).chain(frame.iter().map(|s| &s[..])) {
+        for part in std::iter::once(prefix).chain(frame.iter().map(|s| &s[..])) {
             if skip >= part.len() {
                 skip -= part.len();
                 continue;
@@ -194,21 +205,6 @@ impl FrameWriter {
             self.pending.extend_from_slice(&part[skip..]);
             skip = 0;
         }
-        Ok(true)
-    }
-
-    /// Keeps one frame to send once the socket takes data (a connection still being
-    /// made). Returns false when it was dropped, as [`FrameWriter::send`] does.
-    pub fn queue(&mut self, frame: &[IoSlice<'_>]) -> bool {
-        let len: usize = frame.iter().map(|s| s.len()).sum();
-        if len > NET_BUFSIZE || self.pending.len() - self.sent + LEN_BYTES + len > PENDING_LIMIT {
-            return false;
-        }
-        self.pending.extend_from_slice(&(len as u32).to_be_bytes());
-        for s in frame {
-            self.pending.extend_from_slice(s);
-        }
-        true
     }
 }
 
@@ -341,31 +337,41 @@ mod tests {
         let b = frame(50, 2);
         assert!(writer.send(&mut sink, &[IoSlice::new(&a)]).unwrap());
         assert!(writer.has_pending());
+        sink.room = 30;
+        assert!(!writer.flush(&mut sink).unwrap(), "still 64 bytes to go");
+        assert!(writer.has_pending());
+        sink.room = 64;
+        assert!(writer.flush(&mut sink).unwrap());
+        assert!(!writer.has_pending());
+        sink.room = 7;
         assert!(writer
             .send(&mut sink, &[IoSlice::new(&b[..20]), IoSlice::new(&b[20..])])
             .unwrap());
+        assert!(writer.has_pending());
         sink.room = 1000;
         assert!(writer.flush(&mut sink).unwrap());
         assert_eq!(sink.out, framed(&[a, b]));
     }
 
     #[test]
-    fn writer_drops_whole_frames_when_too_much_waits() {
+    fn writer_queues_one_frame_and_drops_frames_too_long_for_the_peer() {
         let mut sink = Narrow::default();
         let mut writer = FrameWriter::default();
         let big = frame(NET_BUFSIZE, 0);
-        let mut kept = 0;
-        for _ in 0..10 {
-            if writer.send(&mut sink, &[IoSlice::new(&big)]).unwrap() {
-                kept += 1;
-            }
-        }
-        assert_eq!(kept, 3, "three frames fit under the limit");
+        assert!(writer.queue(&[IoSlice::new(&big)]));
+        assert!(writer.has_pending());
+        assert!(
+            !writer.flush(&mut sink).unwrap(),
+            "the socket takes nothing yet"
+        );
+        sink.room = usize::MAX;
+        assert!(writer.flush(&mut sink).unwrap());
         assert!(!writer
             .send(&mut sink, &[IoSlice::new(&frame(NET_BUFSIZE + 1, 0))])
             .unwrap());
-        sink.room = usize::MAX;
-        assert!(writer.flush(&mut sink).unwrap());
-        assert_eq!(sink.out.len(), 3 * (4 + NET_BUFSIZE));
+        assert!(!writer.queue(&[IoSlice::new(&frame(NET_BUFSIZE + 1, 0))]));
+        assert!(!writer.has_pending());
+        assert_eq!(sink.out, framed(&[big]));
+        assert_eq!(sink.out.len(), 4 + NET_BUFSIZE);
     }
 }

@@ -8,10 +8,10 @@
 //! is an epoll descriptor of the backend's own, which is readable whenever something in it
 //! is ready, and which holds:
 //! - the listening socket while there is no connection: readiness means a peer is
-//!   waiting, and [`StreamSocket::recv`] (or `send`) accepts it;
+//!   waiting, and [`StreamSocket::recv`] (or `try_send`) accepts it;
 //! - the connection, for input, and also for output while a connection is being made or
-//!   frames wait for the socket to take them: `recv` then completes the connection or
-//!   sends what waits, so queued output is sent even when the guest sends nothing more.
+//!   bytes of a frame wait for the socket to take them: `recv` then completes the
+//!   connection or sends what waits, so it is sent even when the guest sends nothing more.
 //!
 //! The NIC therefore registers one descriptor once and only ever sees a spurious wake-up
 //! (a `recv` returning `None`) when there was work of the backend's own to do.
@@ -21,8 +21,7 @@
 //! [`StreamSocket::try_send`] has one frame in flight at a time, as QEMU has: while bytes of
 //! the last one wait for the socket, it refuses the next, and the NIC waits for the
 //! connection to become writable, through a descriptor of its own that outlives
-//! connections ([`TxReadiness`]). [`StreamSocket::send`] instead keeps up to a few frames'
-//! worth and drops beyond that.
+//! connections ([`TxReadiness`]).
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddrV4;
@@ -259,16 +258,6 @@ impl StreamSocket {
         self.update_interest()
     }
 
-    /// Sends one frame: now, or once the socket takes it; dropped without a connection
-    /// or when too much already waits.
-    pub fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        self.service()?;
-        if self.conn.is_none() {
-            return Ok(());
-        }
-        self.take(frame)
-    }
-
     /// Sends one frame as QEMU's `net_socket_receive` does: while bytes of an earlier
     /// frame wait for the socket (or for the connection to be made),
     /// [`SendStatus::Busy`]; otherwise the frame goes, and what the socket does not take
@@ -286,7 +275,8 @@ impl StreamSocket {
         Ok(SendStatus::Sent)
     }
 
-    /// Writes `frame` on the connection, or keeps it for when the socket takes data.
+    /// Writes `frame` on the connection, or keeps it for when the socket takes data;
+    /// nothing else waits.
     fn take(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
         let Some(conn) = &self.conn else {
             return Ok(());
@@ -298,7 +288,7 @@ impl StreamSocket {
         };
         match taken {
             Ok(true) => {}
-            Ok(false) => log::trace!("socket: frame dropped: too long, or the peer is not reading"),
+            Ok(false) => log::trace!("socket: frame dropped: too long for the peer"),
             Err(e) => {
                 log::debug!("socket: send: {e}");
                 self.disconnect()?;

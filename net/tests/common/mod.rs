@@ -10,22 +10,61 @@ use std::os::fd::RawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use petrel_net::NetBackend;
+use petrel_net::socket::NET_BUFSIZE;
+use petrel_net::{NetBackend, SendStatus, TxReady};
 
 /// Longest frame the tests receive: QEMU's `NET_BUFSIZE`.
-pub const BUF_LEN: usize = 69632;
+pub const BUF_LEN: usize = NET_BUFSIZE;
 
-/// Waits until `fd` is readable or `timeout` passes; true if readable.
-pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+/// How long a backend may take to become ready again.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until `fd` has one of `events` or `timeout` passes; true if it has.
+fn wait_for(fd: RawFd, events: libc::c_short, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: `pfd` is one valid pollfd for the duration of the call.
     let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
     ret > 0
+}
+
+/// Waits until `fd` is readable or `timeout` passes; true if readable.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+    wait_for(fd, libc::POLLIN, timeout)
+}
+
+/// Waits until `fd` is writable or `timeout` passes; true if writable.
+pub fn wait_writable(fd: RawFd, timeout: Duration) -> bool {
+    wait_for(fd, libc::POLLOUT, timeout)
+}
+
+/// Waits for what `backend.tx_ready()` names, or `timeout`; true if it happened.
+pub fn wait_tx_ready(backend: &dyn NetBackend, timeout: Duration) -> bool {
+    match backend
+        .tx_ready()
+        .expect("a backend that refused names its readiness")
+    {
+        TxReady::Readable(fd) => wait_readable(fd, timeout),
+        TxReady::Writable(fd) => wait_writable(fd, timeout),
+    }
+}
+
+/// Offers the frame made of `parts` until the backend takes it, waiting on its readiness
+/// in between, as the NIC does; returns how many times it was refused.
+pub fn send_patiently(backend: &mut dyn NetBackend, parts: &[IoSlice<'_>]) -> usize {
+    let mut refused = 0;
+    while backend.try_send(parts).expect("try_send") == SendStatus::Busy {
+        refused += 1;
+        assert!(
+            wait_tx_ready(backend, SEND_WAIT),
+            "the backend never became ready"
+        );
+    }
+    refused
 }
 
 /// Receives frames until `want` accepts one (returning what it returns) or `timeout`
@@ -60,9 +99,9 @@ pub fn recv_one(backend: &mut dyn NetBackend, timeout: Duration) -> Option<Vec<u
     recv_until(backend, timeout, |f| Some(f.to_vec()), |_, _| {})
 }
 
-/// Sends one frame given as a single slice.
+/// Sends one frame given as a single slice, waiting while the backend refuses it.
 pub fn send(backend: &mut dyn NetBackend, frame: &[u8]) {
-    backend.send(&[IoSlice::new(frame)]).expect("send");
+    send_patiently(backend, &[IoSlice::new(frame)]);
 }
 
 /// Runs `cmd args` and panics with its output if it fails.

@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use petrel_net::{NetBackend, NetError, Offloads};
+use petrel_net::{NetBackend, NetError, Offloads, SendStatus};
 use serde_json::json;
 
 use super::{NetLayer, NetdevError, Nic, NicControl};
@@ -23,8 +23,8 @@ impl NetBackend for FakeBackend {
     fn set_offloads(&mut self, _: Offloads) -> Result<(), NetError> {
         Ok(())
     }
-    fn send(&mut self, _: &[IoSlice<'_>]) -> Result<(), NetError> {
-        Ok(())
+    fn try_send(&mut self, _: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+        Ok(SendStatus::Sent)
     }
     fn recv(&mut self, _: &mut [u8]) -> Result<Option<usize>, NetError> {
         Ok(None)

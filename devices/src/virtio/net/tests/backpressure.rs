@@ -73,10 +73,6 @@ impl NetBackend for Gated {
         self.inner.set_offloads(offloads)
     }
 
-    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
-        self.inner.send(frame)
-    }
-
     fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
         {
             let mut rules = self.gate.rules.lock().unwrap();
@@ -94,7 +90,7 @@ impl NetBackend for Gated {
             }
             rules.refused_last = false;
         }
-        self.inner.send(frame).map(|()| SendStatus::Sent)
+        self.inner.try_send(frame)
     }
 
     fn tx_ready(&self) -> Option<TxReady> {

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use petrel_net::{NetBackend, NetError, Offloads, VNET_HDR_LEN};
+use petrel_net::{NetBackend, NetError, Offloads, SendStatus, VNET_HDR_LEN};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -54,11 +54,11 @@ impl NetBackend for FakeBackend {
         Ok(())
     }
 
-    fn send(&mut self, frame: &[IoSlice<'_>]) -> Result<(), NetError> {
+    fn try_send(&mut self, frame: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
         let bytes: Vec<u8> = frame.iter().flat_map(|s| s.iter().copied()).collect();
         self.sock
             .send(&bytes)
-            .map(drop)
+            .map(|_| SendStatus::Sent)
             .map_err(|source| NetError::Io { op: "send", source })
     }
 
