@@ -36,8 +36,8 @@ pub struct TapOptions {
     /// `script=`: run with the interface name once it exists; `"no"` or empty runs
     /// nothing; unset is QEMU's default, [`DEFAULT_SCRIPT`].
     pub script: Option<String>,
-    /// `downscript=`: run with the interface name when the backend is dropped; `"no"` runs
-    /// nothing; unset is QEMU's default, [`DEFAULT_DOWNSCRIPT`].
+    /// `downscript=`: run with the interface name when the backend is dropped; `"no"` or
+    /// empty runs nothing; unset is QEMU's default, [`DEFAULT_DOWNSCRIPT`].
     pub downscript: Option<String>,
     /// `vnet_hdr=`: `Some(true)` requires the virtio-net header, `Some(false)` refuses
     /// it, unset uses it when the kernel supports it.
@@ -219,7 +219,7 @@ impl TapBackend {
             script::launch(script, &tap.ifname)?;
         }
         tap.prepare()?;
-        tap.downscript = (downscript != "no").then(|| downscript.to_owned());
+        tap.downscript = to_run(downscript);
         Ok(tap)
     }
 
@@ -280,6 +280,11 @@ impl TapBackend {
             }
         }
     }
+}
+
+/// The script to run for a `script=`/`downscript=` value: none for `"no"` or empty.
+fn to_run(script: &str) -> Option<String> {
+    script::wanted(script).then(|| script.to_owned())
 }
 
 /// Sets the tap's offloads as QEMU's `tap_fd_set_offload` does: everything hangs on
@@ -391,5 +396,21 @@ impl Drop for TapBackend {
                 log::error!("{e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_or_empty_downscript_runs_nothing() {
+        assert_eq!(to_run(""), None);
+        assert_eq!(to_run("no"), None);
+        assert_eq!(
+            to_run(DEFAULT_DOWNSCRIPT).as_deref(),
+            Some(DEFAULT_DOWNSCRIPT)
+        );
+        assert_eq!(to_run("./down").as_deref(), Some("./down"));
     }
 }
