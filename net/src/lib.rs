@@ -146,9 +146,11 @@ pub trait NetBackend: Send {
         None
     }
 
-    /// Receives one frame into `buf` without blocking: `Ok(Some(len))`, or
-    /// `Ok(None)` when nothing is waiting. A frame longer than `buf` is
-    /// truncated to it.
+    /// Receives one frame into `buf` without blocking: `Ok(Some(len))` with
+    /// the frame's length, or `Ok(None)` when nothing is waiting. A frame
+    /// longer than `buf` fills it and loses the rest, and `len` is still its
+    /// whole length (as `MSG_TRUNC` reports it): `len > buf.len()` says the
+    /// frame was cut.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError>;
 
     /// A descriptor that is readable whenever [`NetBackend::recv`] may

@@ -9,7 +9,7 @@ mod ioctl;
 mod script;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::raw::c_int;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,6 +20,10 @@ pub use script::{ScriptError, DEFAULT_DOWNSCRIPT, DEFAULT_SCRIPT};
 
 /// The tun driver's control device.
 const PATH_NET_TUN: &str = "/dev/net/tun";
+
+/// Room after the caller's buffer for the rest of a frame: QEMU's `NET_BUFSIZE`, more than
+/// a tap's largest frame (64 KiB of IP packet, the GSO limit, and its headers).
+const TAIL_LEN: usize = crate::socket::NET_BUFSIZE;
 
 /// The options of `-netdev tap` (QAPI `NetdevTapOptions`) that petrel implements.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,6 +130,9 @@ impl From<TapError> for NetError {
 #[derive(Debug)]
 pub struct TapBackend {
     file: File,
+    /// Where a frame longer than the buffer [`NetBackend::recv`] is given goes on, so
+    /// that its whole length shows: the tun driver answers only the bytes it copied.
+    tail: Vec<u8>,
     ifname: String,
     vnet_hdr: bool,
     info: String,
@@ -166,6 +173,7 @@ impl TapBackend {
         let vnet_hdr = flags & ioctl::IFF_VNET_HDR != 0;
         let tap = TapBackend {
             file,
+            tail: vec![0; TAIL_LEN],
             ifname,
             vnet_hdr,
             info: format!("fd={fd}"),
@@ -210,6 +218,7 @@ impl TapBackend {
         let downscript = opts.downscript.as_deref().unwrap_or(DEFAULT_DOWNSCRIPT);
         let mut tap = TapBackend {
             file,
+            tail: vec![0; TAIL_LEN],
             info: format!("ifname={ifname},script={script},downscript={downscript}"),
             ifname,
             vnet_hdr,
@@ -348,15 +357,14 @@ impl NetBackend for TapBackend {
         Some(TxReady::Writable(self.file.as_raw_fd()))
     }
 
+    /// A frame longer than `buf` goes on into the tail, so its whole length is known.
+    /// This also gives the driver, which refuses a read shorter than the virtio-net
+    /// header, room for one when `buf` is shorter.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
-        // The driver refuses buffers shorter than the header; read those through one
-        // of full size and cut.
-        let mut scratch = [0u8; VNET_HDR_LEN];
-        let short = self.vnet_hdr && buf.len() < VNET_HDR_LEN;
-        let target: &mut [u8] = if short { &mut scratch } else { buf };
-        let len = loop {
-            match self.file.read(target) {
-                Ok(len) => break len.min(target.len()),
+        loop {
+            let mut parts = [IoSliceMut::new(buf), IoSliceMut::new(&mut self.tail)];
+            match (&self.file).read_vectored(&mut parts) {
+                Ok(len) => return Ok(Some(len)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if is_fatal(&e) => {
@@ -370,13 +378,7 @@ impl NetBackend for TapBackend {
                     return Ok(None);
                 }
             }
-        };
-        if short {
-            let len = len.min(buf.len());
-            buf[..len].copy_from_slice(&scratch[..len]);
-            return Ok(Some(len));
         }
-        Ok(Some(len))
     }
 
     fn rx_fd(&self) -> RawFd {

@@ -160,7 +160,7 @@ fn socket_stream_pair_carries_frames_of_every_size_both_ways() {
 }
 
 #[test]
-fn socket_stream_receive_truncates_to_the_buffer() {
+fn socket_stream_receive_truncates_to_the_buffer_and_says_so() {
     let (mut server, mut client) = stream_pair();
     let f = frame(1514, 1);
     send_all(&mut client, &[f.clone(), frame(60, 2)]);
@@ -173,7 +173,11 @@ fn socket_stream_receive_truncates_to_the_buffer() {
             break len;
         }
     };
-    assert_eq!((len, &small[..]), (100, &f[..100]));
+    assert_eq!(
+        (len, &small[..]),
+        (1514, &f[..100]),
+        "the start of the frame, and its whole length"
+    );
     let next = pump(&mut client, &mut server, |_, _, got| !got.is_empty());
     assert_eq!(
         next,
@@ -393,6 +397,33 @@ fn socket_udp_pair_exchanges_datagrams() {
         transfer(&mut a, &mut b, std::slice::from_ref(f));
         transfer(&mut b, &mut a, std::slice::from_ref(f));
     }
+}
+
+#[test]
+fn socket_udp_receive_truncates_to_the_buffer_and_says_so() {
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let mut a = SocketBackend::open(&opts(|o| {
+        o.udp = Some(format!("127.0.0.1:{pb}"));
+        o.localaddr = Some(format!("127.0.0.1:{pa}"));
+    }))
+    .unwrap();
+    let peer = UdpSocket::bind(("127.0.0.1", pb)).unwrap();
+    let f = frame(9014, 3);
+    peer.send_to(&f, ("127.0.0.1", pa)).unwrap();
+    peer.send_to(&frame(60, 4), ("127.0.0.1", pa)).unwrap();
+    let mut small = [0u8; 100];
+    assert!(wait_readable(a.rx_fd(), Duration::from_secs(5)));
+    assert_eq!(
+        a.recv(&mut small).unwrap(),
+        Some(9014),
+        "the datagram's whole length"
+    );
+    assert_eq!(&small[..], &f[..100]);
+    assert_eq!(
+        common::recv_one(&mut a, Duration::from_secs(5)),
+        Some(frame(60, 4)),
+        "the next datagram is whole"
+    );
 }
 
 #[test]

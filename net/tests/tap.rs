@@ -7,10 +7,10 @@ mod common;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, IntoRawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::frames::{arp_request, parse_arp, GUEST_MAC};
-use common::{can_create_interfaces, in_netns, recv_until, run, send};
+use common::{can_create_interfaces, in_netns, recv_until, run, send, wait_readable};
 use petrel_net::{NetBackend, Offloads, TapBackend, TapOptions, VNET_HDR_LEN};
 
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -94,6 +94,20 @@ fn tap_without_vnet_hdr_carries_bare_frames_on_a_kernel_named_interface() {
         let reply = arp_through(&mut tap);
         assert_eq!(&reply[..6], &GUEST_MAC);
         assert_eq!(reply.len(), 42, "a bare ARP reply");
+        // Into a buffer too short for it, the reply comes cut, with its whole length.
+        send(&mut tap, &arp_request(GUEST_MAC, GUEST_IP, HOST_IP));
+        let mut short = [0u8; 20];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "no second ARP reply");
+            wait_readable(tap.rx_fd(), Duration::from_millis(50));
+            if let Some(len) = tap.recv(&mut short).unwrap() {
+                if short[..6] == GUEST_MAC && short[12..14] == [0x08, 0x06] {
+                    assert_eq!(len, 42, "the whole length of a cut frame");
+                    break;
+                }
+            }
+        }
         // Offloads need the header; without it they are ignored.
         tap.set_offloads(Offloads {
             csum: true,

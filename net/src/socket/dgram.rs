@@ -2,7 +2,7 @@
 //! socket): one frame per datagram, no framing, and the socket itself as `rx_fd` and,
 //! writable, as what a sender refused for a full send buffer waits for.
 
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
@@ -17,6 +17,25 @@ pub struct DgramSocket {
     /// connected `fd=` socket.
     dest: Option<SockAddr>,
     info: String,
+}
+
+/// `recv(MSG_TRUNC)`: one datagram into `buf`, and its whole length even when longer than
+/// `buf` (IPv4, IPv6 and unix datagram sockets report it).
+fn recv_trunc(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call, which writes at
+    // most that many, and `sock` is an open socket.
+    let ret = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_TRUNC,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret as usize)
 }
 
 /// Errors that say the socket itself is unusable, not that one datagram failed.
@@ -71,11 +90,12 @@ impl DgramSocket {
         TxReady::Writable(self.sock.as_raw_fd())
     }
 
-    /// Receives one datagram; empty ones carry no frame and are skipped, and errors an
-    /// earlier datagram left behind (ICMP port unreachable) are passed over.
+    /// Receives one datagram; its whole length, also when `buf` holds only its start
+    /// (`MSG_TRUNC`). Empty ones carry no frame and are skipped, and errors an earlier
+    /// datagram left behind (ICMP port unreachable) are passed over.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
         loop {
-            match (&self.sock).read(buf) {
+            match recv_trunc(&self.sock, buf) {
                 Ok(0) => continue,
                 Ok(len) => return Ok(Some(len)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),

@@ -302,7 +302,8 @@ impl StreamSocket {
         TxReady::Readable(self.tx.fd())
     }
 
-    /// Receives one frame if a whole one has arrived.
+    /// Receives one frame if a whole one has arrived; its length, also when `buf` holds
+    /// only its start.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
         self.service()?;
         if self.connecting {
@@ -320,8 +321,8 @@ impl StreamSocket {
         };
         match outcome {
             ReadOutcome::Frame(len) => {
-                let len = len.min(buf.len());
-                buf[..len].copy_from_slice(&self.reader.frame()[..len]);
+                let copied = len.min(buf.len());
+                buf[..copied].copy_from_slice(&self.reader.frame()[..copied]);
                 Ok(Some(len))
             }
             ReadOutcome::WouldBlock => Ok(None),

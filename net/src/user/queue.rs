@@ -108,12 +108,13 @@ impl FrameQueue {
         true
     }
 
-    /// Takes the oldest frame into `buf`, cut to its length.
+    /// Takes the oldest frame into `buf`, or what fits of it; its whole length.
     pub fn pop_into(&self, buf: &mut [u8]) -> Option<usize> {
         let mut state = self.lock();
         let frame = state.frames.pop_front()?;
-        let len = frame.len().min(buf.len());
-        buf[..len].copy_from_slice(&frame[..len]);
+        let len = frame.len();
+        let copied = len.min(buf.len());
+        buf[..copied].copy_from_slice(&frame[..copied]);
         keep(&mut state.free, frame);
         self.consumed(&mut state);
         Some(len)
@@ -188,7 +189,7 @@ mod tests {
         assert!(q.push(&[IoSlice::new(b"d")]));
         assert!(!q.push(&[IoSlice::new(b"e")]), "full: dropped");
         let mut buf = [0u8; 2];
-        assert_eq!(q.pop_into(&mut buf), Some(2));
+        assert_eq!(q.pop_into(&mut buf), Some(3), "the whole length");
         assert_eq!(&buf, b"ab", "cut to the buffer");
         assert!(readable(q.fd()), "one frame left");
         assert_eq!(q.pop_into(&mut buf), Some(1));

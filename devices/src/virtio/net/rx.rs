@@ -6,6 +6,7 @@
 //! stays there, pending, until the guest has posted buffers for it.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use log::warn;
 use petrel_net::{NetBackend, NetError, VNET_HDR_LEN};
@@ -24,6 +25,8 @@ pub const MAX_FRAME_LEN: usize = 65550;
 pub const RX_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
 /// Where `num_buffers` sits in the header.
 const NUM_BUFFERS: std::ops::Range<usize> = 10..12;
+/// At most one warning about frames too long for the buffer in this long.
+const TOO_LONG_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What became of the pending frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,40 @@ pub(super) struct Rx {
     pending: Option<usize>,
     /// The driver accepted `VIRTIO_NET_F_MRG_RXBUF`.
     mrg: bool,
+    /// Frames from the backend too long for `buf`, to warn about.
+    too_long: RateLimited,
+}
+
+/// Counts occurrences of something to warn about, and says when a warning is due: for the
+/// first, then at most once per interval, with how many came since the last one.
+struct RateLimited {
+    interval: Duration,
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl RateLimited {
+    fn new(interval: Duration) -> Self {
+        RateLimited {
+            interval,
+            last: None,
+            unsaid: 0,
+        }
+    }
+
+    /// Counts one at `now`; when a warning is due, how many it is about (this one
+    /// included).
+    fn count(&mut self, now: Instant) -> Option<u64> {
+        self.unsaid += 1;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
 }
 
 impl Rx {
@@ -59,6 +96,7 @@ impl Rx {
             buf: vec![0; RX_BUF_LEN],
             pending: None,
             mrg,
+            too_long: RateLimited::new(TOO_LONG_WARNING_INTERVAL),
         }
     }
 
@@ -80,14 +118,25 @@ impl Rx {
 
     /// Reads one frame from `backend` and makes it the pending one;
     /// `Ok(false)` when none is waiting. A frame too short for the header
-    /// it should carry is dropped (`Ok(true)`, nothing pending).
+    /// it should carry, or too long for the buffer (which the backend cut),
+    /// is dropped (`Ok(true)`, nothing pending).
     pub(super) fn fetch(&mut self, backend: &mut dyn NetBackend) -> Result<bool, NetError> {
         let vnet_hdr = backend.vnet_hdr();
         let start = if vnet_hdr { 0 } else { VNET_HDR_LEN };
         let Some(n) = backend.recv(&mut self.buf[start..])? else {
             return Ok(false);
         };
-        let len = start + n.min(RX_BUF_LEN - start);
+        if n > RX_BUF_LEN - start {
+            if let Some(count) = self.too_long.count(Instant::now()) {
+                warn!(
+                    "virtio-net: {count} backend frame(s) longer than {} bytes dropped \
+                     (the last one {n} bytes)",
+                    RX_BUF_LEN - start
+                );
+            }
+            return Ok(true);
+        }
+        let len = start + n;
         if len < VNET_HDR_LEN {
             warn!("virtio-net: backend frame shorter than its header, dropped");
             return Ok(true);
@@ -227,5 +276,117 @@ impl Rx {
     /// the last call.
     pub(super) fn needs_interrupt(&mut self, mem: &GuestMemoryMmap<()>) -> bool {
         self.notifier.needs_interrupt(&self.q.queue, mem)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::os::fd::RawFd;
+
+    use petrel_net::{Offloads, SendStatus};
+    use virtio_queue::Queue;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use super::*;
+
+    /// A backend with one frame of `len` bytes waiting, reporting its length as backends
+    /// do: whole, also when cut to the buffer.
+    struct OneFrame {
+        len: usize,
+        vnet_hdr: bool,
+        taken: bool,
+    }
+
+    impl NetBackend for OneFrame {
+        fn kind(&self) -> &'static str {
+            "one-frame"
+        }
+        fn vnet_hdr(&self) -> bool {
+            self.vnet_hdr
+        }
+        fn set_offloads(&mut self, _: Offloads) -> Result<(), NetError> {
+            Ok(())
+        }
+        fn try_send(&mut self, _: &[IoSlice<'_>]) -> Result<SendStatus, NetError> {
+            Ok(SendStatus::Sent)
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetError> {
+            if std::mem::replace(&mut self.taken, true) {
+                return Ok(None);
+            }
+            let copied = self.len.min(buf.len());
+            for (i, b) in buf[..copied].iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            Ok(Some(self.len))
+        }
+        fn rx_fd(&self) -> RawFd {
+            -1
+        }
+        fn info(&self) -> String {
+            String::new()
+        }
+    }
+
+    fn rx() -> Rx {
+        let q = ActivatedQueue {
+            index: 0,
+            queue: Queue::new(256).unwrap(),
+            notify: EventFd::new(EFD_NONBLOCK).unwrap(),
+        };
+        Rx::new(q, true)
+    }
+
+    fn fetch(rx: &mut Rx, len: usize, vnet_hdr: bool) -> bool {
+        let mut backend = OneFrame {
+            len,
+            vnet_hdr,
+            taken: false,
+        };
+        rx.fetch(&mut backend).unwrap()
+    }
+
+    #[test]
+    fn frames_up_to_the_buffer_are_kept_whole() {
+        let mut rx = rx();
+        assert!(fetch(&mut rx, MAX_FRAME_LEN, false));
+        assert_eq!(rx.frame().len(), MAX_FRAME_LEN);
+        assert_eq!(rx.frame()[..4], [0, 1, 2, 3]);
+        assert!(rx.drop_pending());
+        assert!(fetch(&mut rx, RX_BUF_LEN, true));
+        assert_eq!(
+            rx.frame().len(),
+            MAX_FRAME_LEN,
+            "the header is the backend's"
+        );
+    }
+
+    #[test]
+    fn frames_the_backend_cut_are_dropped_not_delivered() {
+        let mut rx = rx();
+        assert!(fetch(&mut rx, MAX_FRAME_LEN + 1, false), "a frame was read");
+        assert!(!rx.has_pending(), "and dropped");
+        assert!(fetch(&mut rx, RX_BUF_LEN + 1, true));
+        assert!(!rx.has_pending());
+        // NET_BUFSIZE, the most a socket peer may send.
+        assert!(fetch(&mut rx, petrel_net::socket::NET_BUFSIZE, false));
+        assert!(!rx.has_pending());
+        assert!(fetch(&mut rx, 60, false), "the next frame is whole");
+        assert_eq!(rx.frame().len(), 60);
+        // Three drops, one warning (the first); the next one in a second says two.
+        assert_eq!(rx.too_long.unsaid, 2);
+    }
+
+    #[test]
+    fn warnings_are_rate_limited_and_count_what_they_missed() {
+        let mut limit = RateLimited::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(limit.count(t0), Some(1), "the first at once");
+        assert_eq!(limit.count(t0 + Duration::from_millis(10)), None);
+        assert_eq!(limit.count(t0 + Duration::from_millis(999)), None);
+        assert_eq!(limit.count(t0 + Duration::from_secs(1)), Some(3));
+        assert_eq!(limit.count(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(limit.count(t0 + Duration::from_secs(5)), Some(2));
     }
 }
