@@ -193,6 +193,13 @@ pub struct VirtioNetConfig {
     pub mac: Option<[u8; 6]>,
     /// `addr=`: the slot (and function 0) on bus 0.
     pub slot: Option<u8>,
+    /// `rx_queue_size=`: the receive queue's size (a power of 2 from 256 to 1024).
+    pub rx_queue_size: u16,
+    /// `tx_queue_size=`: checked as QEMU checks it; the transmit queue stays 256, as in QEMU
+    /// without vhost-user.
+    pub tx_queue_size: u16,
+    /// `host_mtu=`: the MTU offered to the guest (`VIRTIO_NET_F_MTU`); none when absent or 0.
+    pub host_mtu: Option<u16>,
 }
 
 /// `-device virtio-balloon-pci,...`.

@@ -1,6 +1,8 @@
 //! `-device DRIVER,prop=value,...`: guest devices. petrel has `virtio-blk-pci`,
 //! `virtio-net-pci` and `virtio-balloon-pci`.
 
+use petrel_devices::virtio::net::{self, NetParams};
+
 use super::config::{
     DeviceConfig, ListTopic, VirtioBalloonConfig, VirtioBlkConfig, VirtioNetConfig,
 };
@@ -50,6 +52,9 @@ const VIRTIO_NET_KEYS: &[&str] = &[
     "disable-legacy",
     "disable-modern",
     "bootindex",
+    "rx_queue_size",
+    "tx_queue_size",
+    "host_mtu",
 ];
 
 /// Properties of virtio-blk-pci.
@@ -85,11 +90,27 @@ pub(crate) fn parse_device(arg: &str) -> Result<Parsed<DeviceConfig>, ArgError> 
 fn virtio_net(opts: &Opts) -> Result<DeviceConfig, ArgError> {
     opts.check_known(VIRTIO_NET_KEYS)?;
     let id = pci_common(opts)?;
+    let mac = opts.get("mac").map(parse_mac).transpose()?;
+    let slot = opts.get("addr").map(parse_addr).transpose()?;
+    let number = |key| opts.get(key).map(|v| small(key, v)).transpose();
+    let params = NetParams {
+        rx_queue_size: number("rx_queue_size")?.unwrap_or(net::DEFAULT_QUEUE_SIZE),
+        tx_queue_size: number("tx_queue_size")?.unwrap_or(net::DEFAULT_QUEUE_SIZE),
+        host_mtu: number("host_mtu")?.filter(|&mtu| mtu != 0),
+        ..NetParams::default()
+    };
+    // What QEMU's realize checks, in its words.
+    params
+        .check()
+        .map_err(|e| ArgError::DeviceRefused(e.to_string()))?;
     Ok(DeviceConfig::VirtioNet(VirtioNetConfig {
         id,
         netdev: opts.get("netdev").map(str::to_string),
-        mac: opts.get("mac").map(parse_mac).transpose()?,
-        slot: opts.get("addr").map(parse_addr).transpose()?,
+        mac,
+        slot,
+        rx_queue_size: params.rx_queue_size,
+        tx_queue_size: params.tx_queue_size,
+        host_mtu: params.host_mtu,
     }))
 }
 
@@ -242,6 +263,44 @@ mod tests {
     }
 
     #[test]
+    fn virtio_net_queue_sizes_and_mtu() {
+        let nic = |arg: &str| match parse_device(arg) {
+            Ok(Parsed::Value(DeviceConfig::VirtioNet(c))) => Ok(c),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        let c = nic("virtio-net-pci,rx_queue_size=1024,tx_queue_size=512,host_mtu=9000").unwrap();
+        assert_eq!(
+            (c.rx_queue_size, c.tx_queue_size, c.host_mtu),
+            (1024, 512, Some(9000))
+        );
+        let d = nic("virtio-net-pci,host_mtu=0").unwrap();
+        assert_eq!(
+            (d.rx_queue_size, d.tx_queue_size, d.host_mtu),
+            (256, 256, None)
+        );
+        // QEMU 7.2's realize errors, receive queue first.
+        assert_eq!(
+            nic("virtio-net-pci,tx_queue_size=100,rx_queue_size=2048"),
+            Err(
+                "Invalid rx_queue_size (= 2048), must be a power of 2 between 256 and 1024.".into()
+            )
+        );
+        assert_eq!(
+            nic("virtio-net-pci,tx_queue_size=384"),
+            Err("Invalid tx_queue_size (= 384), must be a power of 2 between 256 and 1024".into())
+        );
+        assert_eq!(
+            nic("virtio-net-pci,host_mtu=70000"),
+            Err("parameter 'host_mtu' expects a non-negative integer".into())
+        );
+        assert_eq!(
+            nic("virtio-net-pci,rx_queue_size=big"),
+            Err("parameter 'rx_queue_size' expects a non-negative integer".into())
+        );
+    }
+
+    #[test]
     fn help_and_errors() {
         assert_eq!(parse_device("help"), Ok(Parsed::List(ListTopic::Devices)));
         assert_eq!(
@@ -251,6 +310,9 @@ mod tests {
                 netdev: Some("n0".into()),
                 mac: Some([0x52, 0x54, 0, 0, 0, 7]),
                 slot: Some(4),
+                rx_queue_size: 256,
+                tx_queue_size: 256,
+                host_mtu: None,
             })))
         );
         assert_eq!(

@@ -188,6 +188,9 @@ pub enum ArgError {
     /// A `-device` driver petrel does not have.
     #[error("'{0}' is not a valid device model name")]
     UnknownDevice(String),
+    /// Device properties the device model refuses, in its words (QEMU's realize errors).
+    #[error("{0}")]
+    DeviceRefused(String),
     /// Two `-drive`s with one id.
     #[error("Duplicate ID '{0}' for drive")]
     DuplicateDrive(String),

@@ -1,6 +1,7 @@
 //! `-netdev TYPE,id=ID,...` and `-nic TYPE,...`: network backends, in QEMU's QemuOpts syntax
 //! or as JSON, giving the QAPI `Netdev` that `netdev_add` takes.
 
+use petrel_devices::virtio::net::DEFAULT_QUEUE_SIZE;
 use petrel_qmp::schema::types::{Netdev, NetdevBranch};
 use serde_json::{Map, Value};
 
@@ -230,6 +231,9 @@ fn parse_nic_opts(arg: &str, index: usize) -> Result<Option<(Value, DeviceConfig
         netdev: netdev["id"].as_str().map(str::to_string),
         mac,
         slot: None,
+        rx_queue_size: DEFAULT_QUEUE_SIZE,
+        tx_queue_size: DEFAULT_QUEUE_SIZE,
+        host_mtu: None,
     });
     Ok(Some((netdev, device)))
 }
@@ -330,6 +334,9 @@ mod tests {
                 netdev: Some("__org.qemu.nic2".into()),
                 mac: Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]),
                 slot: None,
+                rx_queue_size: 256,
+                tx_queue_size: 256,
+                host_mtu: None,
             })
         );
         assert_eq!(parse_nic("none", 0).unwrap(), None);

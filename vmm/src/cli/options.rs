@@ -196,7 +196,8 @@ pub(crate) const OPTIONS: &[OptionSpec] = &[
         arg: Some("driver[,prop=value][,...]"),
         help: "add a device ('-device help' for the list); virtio-blk-pci takes\n\
                drive, id, serial, num-queues, queue-size, addr;\n\
-               virtio-net-pci takes netdev, mac, id, addr",
+               virtio-net-pci takes netdev, mac, id, addr, rx_queue_size,\n\
+               tx_queue_size, host_mtu",
         section: DEVICES,
     },
     OptionSpec {

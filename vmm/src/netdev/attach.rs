@@ -119,7 +119,9 @@ fn attach(
     let backend = nic.netdev.as_deref().and_then(|id| net.take_backend(id));
     let params = NetParams {
         mac,
-        ..NetParams::default()
+        rx_queue_size: nic.rx_queue_size,
+        tx_queue_size: nic.tx_queue_size,
+        host_mtu: nic.host_mtu,
     };
     let model = VirtioNet::new(name.clone(), backend, &params)
         .map_err(|e| NicAttachError::Device(e.to_string()))?;

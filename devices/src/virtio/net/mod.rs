@@ -104,6 +104,9 @@ impl VirtioNet {
             shared: Arc::new(shared),
             mac: params.mac,
             mtu,
+            // QEMU 7.2 checks `tx_queue_size` up to 1024 but then caps it at
+            // `virtio_net_max_tx_queue_size()`, which is 256 unless the peer is
+            // vhost-user or vDPA: petrel has neither, so the transmit queue stays 256.
             queue_sizes: [params.rx_queue_size, DEFAULT_QUEUE_SIZE, CTRL_QUEUE_SIZE],
             avail_features,
             acked_features: 0,

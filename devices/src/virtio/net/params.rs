@@ -42,10 +42,11 @@ pub struct NetParams {
     pub mac: [u8; 6],
     /// `rx_queue_size`.
     pub rx_queue_size: u16,
-    /// `tx_queue_size`: checked as QEMU checks it, then 256 whatever it was
-    /// (QEMU allows more only with vhost-user and vDPA).
+    /// `tx_queue_size`: checked as QEMU 7.2 checks it, then 256 whatever it
+    /// was, as in QEMU 7.2 without vhost-user or vDPA (which petrel has not).
     pub tx_queue_size: u16,
-    /// `host_mtu`: offered with `VIRTIO_NET_F_MTU` when set.
+    /// `host_mtu`: offered with `VIRTIO_NET_F_MTU`, in the configuration
+    /// space's `mtu`, when set and not 0.
     pub host_mtu: Option<u16>,
 }
 

@@ -4,6 +4,7 @@ mod backpressure;
 mod datapath;
 mod filtering;
 mod harness;
+mod transport;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -345,83 +346,4 @@ fn activation_needs_both_data_queues() {
     let err = dev.activate(mem, Vec::new(), irq).unwrap_err();
     assert!(matches!(err, VirtioDeviceError::QueueNotEnabled(0)));
     assert!(!dev.is_active());
-}
-
-#[test]
-fn through_the_pci_transport() {
-    use crate::pci::msix::tests::RecordingMsi;
-    use crate::virtio::pci::{
-        VirtioPciDevice, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
-    };
-    use crate::EventFdTrigger;
-    use harness::{memory, VirtQueue};
-
-    /// BAR 0 as the driver sees it: (offset, width) registers.
-    struct Bar(VirtioPciDevice);
-    impl Bar {
-        fn set(&mut self, (offset, len): (u64, usize), value: u64) {
-            self.0.bar_write(offset, &value.to_le_bytes()[..len]);
-        }
-        fn get(&mut self, (offset, len): (u64, usize)) -> u64 {
-            let mut b = [0u8; 8];
-            self.0.bar_read(offset, &mut b[..len]);
-            u64::from_le_bytes(b)
-        }
-    }
-    const FEATURE_SELECT: (u64, usize) = (0x08, 4);
-    const FEATURES: (u64, usize) = (0x0c, 4);
-    const STATUS: (u64, usize) = (0x14, 1);
-    const QUEUE_SELECT: (u64, usize) = (0x16, 2);
-    const QUEUE_SIZE: (u64, usize) = (0x18, 2);
-    const QUEUE_ENABLE: (u64, usize) = (0x1c, 2);
-    const ISR: (u64, usize) = (0x1000, 1);
-    const MAC: (u64, usize) = (0x2000, 6);
-    const NET_STATUS: (u64, usize) = (0x2006, 2);
-
-    let (net, peer) = device(false);
-    let ctl = net.control();
-    let mem = memory();
-    let msi = Arc::new(RecordingMsi::default());
-    let intx = Some(EventFdTrigger::new().unwrap());
-    let pci = VirtioPciDevice::new("virtio-net0", Box::new(net), mem.clone(), msi, intx);
-    let mut bar = Bar(pci.unwrap());
-    bar.set(STATUS, u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER));
-    let features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS);
-    for half in 0..2 {
-        bar.set(FEATURE_SELECT, half);
-        bar.set(FEATURES, (features >> (32 * half)) & 0xffff_ffff);
-    }
-    bar.set(STATUS, u64::from(STATUS_FEATURES_OK));
-    // The MAC address and status through the device configuration window.
-    assert_eq!(bar.get(MAC).to_le_bytes()[..6], OUR_MAC);
-    assert_eq!(bar.get(NET_STATUS), 1);
-    let queue = |bar: &Bar, index| {
-        let notify = bar.0.notify_event(index).unwrap().try_clone().unwrap();
-        VirtQueue::new(index, notify)
-    };
-    let queues = [queue(&bar, 0), queue(&bar, 1), queue(&bar, 2)];
-    for q in &queues[..2] {
-        bar.set(QUEUE_SELECT, q.index() as u64);
-        bar.set(QUEUE_SIZE, u64::from(harness::QSIZE));
-        for (offset, address) in [0x20, 0x28, 0x30].into_iter().zip(q.rings()) {
-            bar.set((offset, 8), address);
-        }
-        bar.set(QUEUE_ENABLE, 1);
-    }
-    bar.set(STATUS, u64::from(STATUS_DRIVER_OK));
-    assert_ne!(bar.get(STATUS) as u8 & STATUS_DRIVER_OK, 0);
-
-    let mut drv = Driver::new(mem, queues);
-    let frame = eth(STRANGER, 60);
-    drv.send(&with_hdr(&frame), &[]);
-    assert_eq!(peer.sent(), frame);
-    assert!(delivered(&mut drv, &ctl, &peer, &eth(OUR_MAC, 60)));
-    // A link change raises a configuration interrupt: INTx, ISR bit 1.
-    bar.get(ISR);
-    ctl.set_link(false);
-    assert_eq!(bar.get(NET_STATUS), 0);
-    assert_eq!(bar.get(ISR), 2);
-    // A driver reset stops the device.
-    bar.set(STATUS, 0);
-    assert_eq!(bar.get(STATUS), 0);
 }
