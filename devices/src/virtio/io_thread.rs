@@ -1,11 +1,13 @@
 //! What every virtio device's I/O thread shares: started on activation with an eventfd that
 //! asks it to stop, stopped and joined on reset or when the device is dropped, its epoll set
-//! of input descriptors, and interrupting the driver for used buffers.
+//! of input descriptors, interrupting the driver for used buffers, and rate-limited warnings
+//! about what a guest may repeat.
 
 use std::fmt::Display;
 use std::io;
 use std::os::fd::RawFd;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use log::error;
 use virtio_queue::QueueT;
@@ -66,6 +68,41 @@ pub fn epoll_for_input(fds: impl IntoIterator<Item = (RawFd, u64)>) -> io::Resul
     Ok(epoll)
 }
 
+/// Counts occurrences of something a guest can repeat at will, and says when to warn about
+/// it: the first time, then at most once per interval, with how many came since the last
+/// warning. The log stays readable whatever the guest does.
+#[derive(Debug)]
+pub struct RateLimited {
+    interval: Duration,
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl RateLimited {
+    /// At most one warning per `interval`.
+    pub const fn new(interval: Duration) -> Self {
+        RateLimited {
+            interval,
+            last: None,
+            unsaid: 0,
+        }
+    }
+
+    /// Counts `n` more at `now`; when a warning is due, how many it is about (these
+    /// included).
+    pub fn count(&mut self, n: u64, now: Instant) -> Option<u64> {
+        self.unsaid += n;
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
+}
+
 /// Interrupts the driver for the used entries `q` gained since the last call, unless it
 /// suppressed that through its `used_event` (with `VIRTIO_RING_F_EVENT_IDX`; without it the
 /// driver is always interrupted: `Queue::needs_notification` does not read
@@ -100,6 +137,18 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use crate::virtio::test_util::InterruptRecorder;
+
+    #[test]
+    fn rate_limited_warns_first_then_once_per_interval() {
+        let mut limit = RateLimited::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(limit.count(2, t0), Some(2));
+        assert_eq!(limit.count(1, t0 + Duration::from_millis(10)), None);
+        assert_eq!(limit.count(3, t0 + Duration::from_millis(999)), None);
+        assert_eq!(limit.count(1, t0 + Duration::from_secs(1)), Some(5));
+        assert_eq!(limit.count(1, t0 + Duration::from_millis(1500)), None);
+        assert_eq!(limit.count(1, t0 + Duration::from_secs(5)), Some(2));
+    }
 
     #[test]
     fn signal_used_follows_used_event() {

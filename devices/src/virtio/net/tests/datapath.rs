@@ -201,3 +201,50 @@ fn rx_without_buffers_keeps_the_frame_until_buffers_arrive() {
         assert_eq!(dev.control().stats().rx_packets, 2);
     }
 }
+
+/// Receive chains the device cannot write to (a device-readable buffer, an
+/// empty device-writable one) go back to the driver unused, and the frame
+/// goes to the good buffer after them, alone in it: with or without
+/// mergeable buffers, whether the bad chains came before the frame or the
+/// frame before any good buffer.
+#[test]
+fn rx_chains_without_writable_space_are_given_back() {
+    for refused in [0, bit(VIRTIO_NET_F_MRG_RXBUF)] {
+        let (_dev, _ctl, mut drv, peer) = running(false, refused);
+        let scratch = drv.alloc(64);
+        let readable = drv.rx.add(&drv.mem, &[(scratch, 64, false)]);
+        let empty = drv.rx.add(&drv.mem, &[(scratch, 0, true)]);
+        let good = drv.post_rx(2048);
+        drv.rx.kick();
+        let frame = eth(OUR_MAC, 200);
+        peer.inject(&frame);
+        assert_eq!(drv.rx.wait_used(&drv.mem), (u32::from(readable), 0));
+        assert_eq!(drv.rx.wait_used(&drv.mem), (u32::from(empty), 0));
+        let (head, len) = drv.rx.wait_used(&drv.mem);
+        assert_eq!(
+            (drv.rx_buf(head), len as usize),
+            (good, VNET_HDR_LEN + frame.len())
+        );
+        let got = drv.read(good, len as usize);
+        // num_buffers: 1.
+        assert_eq!(got[VNET_HDR_LEN - 2..VNET_HDR_LEN], [1, 0]);
+        assert_eq!(got[VNET_HDR_LEN..], frame);
+
+        // A frame waiting with only a bad chain posted: the chain comes back
+        // at once, the frame with the next good buffer.
+        let frame = eth(OUR_MAC, 300);
+        peer.inject(&frame);
+        let bad = drv.rx.add(&drv.mem, &[(scratch, 64, false)]);
+        drv.rx.kick();
+        assert_eq!(drv.rx.wait_used(&drv.mem), (u32::from(bad), 0));
+        assert!(drv.rx.stays_unused(&drv.mem));
+        let good = drv.post_rx(2048);
+        drv.rx.kick();
+        let (head, len) = drv.rx.wait_used(&drv.mem);
+        assert_eq!(
+            (drv.rx_buf(head), len as usize),
+            (good, VNET_HDR_LEN + frame.len())
+        );
+        assert_eq!(drv.read(good + VNET_HDR_LEN as u64, frame.len()), frame);
+    }
+}

@@ -28,7 +28,7 @@ use super::control::Shared;
 use super::rx::Rx;
 use super::tx::Tx;
 use crate::sync::lock;
-use crate::virtio::io_thread::epoll_for_input;
+use crate::virtio::io_thread::{epoll_for_input, RateLimited};
 use crate::virtio::{ActivatedQueue, GuestMemory, VirtioInterrupt};
 
 mod queues;
@@ -54,6 +54,8 @@ const RX_RETRY: Duration = Duration::from_millis(100);
 /// How soon a frame the backend refused is offered again when there is no
 /// descriptor to wait on.
 const TX_RETRY: Duration = Duration::from_millis(1);
+/// At most one warning about unwritable receive buffers in this long.
+const UNWRITABLE_RX_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the I/O thread works with besides the queues.
 pub(super) struct Context {
@@ -106,6 +108,7 @@ pub(super) fn run(ctx: Context, queues: Queues) {
         tx_blocked: false,
         tx_retry: None,
         tx_warned: false,
+        unwritable_rx: RateLimited::new(UNWRITABLE_RX_WARNING_INTERVAL),
     };
     worker.serve();
     worker.finish();
@@ -151,6 +154,9 @@ struct Worker {
     tx_retry: Option<Instant>,
     /// A transmit failure was logged at warning level already.
     tx_warned: bool,
+    /// Receive buffers given back because the device could write nothing to
+    /// them.
+    unwritable_rx: RateLimited,
 }
 
 impl Worker {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use log::{error, warn};
-use virtio_queue::QueueT;
+use virtio_queue::{QueueOwnedT, QueueT};
 
 use super::{Worker, RX_BUDGET, RX_RETRY};
 use crate::sync::lock;
@@ -50,13 +50,51 @@ impl Worker {
         self.update_rx_watch();
     }
 
+    /// Gives the chains at the head of the receive queue that have no
+    /// device-writable byte back to the driver unused; true if there were
+    /// any. Delivery would otherwise take them as part of every frame (with
+    /// mergeable buffers, the first one then holding no header) or drop every
+    /// frame on the first of them (without), and as they never fill, a ring
+    /// full of them stalls receiving for good. QEMU reports "virtio-net receive
+    /// queue contains no in buffers" and marks the device broken; petrel's
+    /// transport cannot set DEVICE_NEEDS_RESET while the device runs, so the
+    /// driver gets them back, with a rate-limited warning.
+    fn give_back_unwritable_rx(&mut self) -> bool {
+        let mem = self.mem.clone();
+        let queue = &mut self.rx.q.queue;
+        let mut heads = Vec::new();
+        while let Some(chain) = queue.pop_descriptor_chain(mem.as_ref()) {
+            let head = chain.head_index();
+            if chain.writable().any(|d| d.len() > 0) {
+                queue.go_to_previous_position();
+                break;
+            }
+            heads.push((head, 0));
+        }
+        if heads.is_empty() {
+            return false;
+        }
+        if let Err(e) = used::publish(queue, mem.as_ref(), &heads) {
+            error!("virtio-net {}: receive queue: {e}", self.shared.name);
+        }
+        let n = heads.len() as u64;
+        if let Some(count) = self.unwritable_rx.count(n, Instant::now()) {
+            warn!(
+                "virtio-net {}: receive queue contains no in buffers: {count} \
+                 buffer(s) without device-writable space given back unused",
+                self.shared.name
+            );
+        }
+        true
+    }
+
     /// Moves frames from the backend to the guest until the backend has
     /// none, the guest has no room, or the budget is spent.
     pub(super) fn receive(&mut self) {
         let mem = self.mem.clone();
         let shared = self.shared.clone();
         let stats = &shared.stats;
-        let mut delivered = false;
+        let mut used_any = false;
         let mut rechecked = false;
         for _ in 0..RX_BUDGET {
             if !self.rx.has_pending() {
@@ -93,10 +131,11 @@ impl Worker {
                 continue;
             }
             let len = self.rx.frame().len();
+            used_any |= self.give_back_unwritable_rx();
             match self.rx.deliver(mem.as_ref()) {
                 Delivery::Delivered => {
                     stats.rx(len);
-                    delivered = true;
+                    used_any = true;
                 }
                 Delivery::Dropped => stats.rx_drop(),
                 Delivery::NoBuffers => {
@@ -113,7 +152,7 @@ impl Worker {
                 self.unblock_rx();
             }
         }
-        if delivered && self.rx.needs_interrupt(mem.as_ref()) {
+        if used_any && self.rx.needs_interrupt(mem.as_ref()) {
             let who = format_args!("virtio-net {}", self.shared.name);
             trigger_queue(self.interrupt.as_ref(), self.rx.q.index, who);
         }
