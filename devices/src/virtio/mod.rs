@@ -33,6 +33,11 @@ pub type GuestMemory = Arc<vm_memory::GuestMemoryMmap<()>>;
 /// PCI transport).
 pub const VIRTIO_F_VERSION_1: u32 = virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
+/// The mask of feature bit `b`.
+pub const fn bit(b: u32) -> u64 {
+    1 << b
+}
+
 /// Device type: network card.
 pub const TYPE_NET: u32 = 1;
 /// Device type: block device.

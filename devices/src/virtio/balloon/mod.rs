@@ -32,6 +32,7 @@ pub use config::BalloonConfig;
 pub use pages::{PageRuns, PageSet, PAGE_SHIFT, PAGE_SIZE};
 pub use stats::{GuestStats, STAT_NAMES};
 
+use super::bit;
 use super::io_thread::IoThread;
 use super::{
     ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError, VirtioInterrupt,
@@ -59,11 +60,6 @@ pub const QUEUE_SIZE: u16 = 128;
 
 /// Largest statistics polling interval, in seconds (QEMU's `UINT_MAX / 1000`).
 pub const MAX_POLL_INTERVAL: i64 = (u32::MAX / 1000) as i64;
-
-/// Feature bit helper.
-const fn bit(b: u32) -> u64 {
-    1 << b
-}
 
 /// Errors of the balloon's controls.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -25,8 +25,8 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 pub use control::{DiskControl, DiskEvents, IoErrorReport, IoStatus};
 pub use policy::{ErrorAction, ErrorOutcome, ErrorPolicy};
 
+use super::bit;
 use super::io_thread::IoThread;
-use super::net::features::bit;
 use super::{
     read_config_space, ActivatedQueue, GuestMemory, VirtioDevice, VirtioDeviceError,
     VirtioInterrupt, VirtioInterruptType, TYPE_BLOCK, VIRTIO_F_VERSION_1,

@@ -7,10 +7,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 use crate::virtio::VIRTIO_F_VERSION_1;
 
-/// The mask of feature bit `b`.
-pub const fn bit(b: u32) -> u64 {
-    1 << b
-}
+pub use crate::virtio::bit;
 
 /// Whether `features` has bit `b`.
 pub const fn has(features: u64, b: u32) -> bool {
