@@ -19,6 +19,7 @@
 
 use std::io::IoSlice;
 use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
 
 mod errno;
 mod passed_fd;
@@ -109,6 +110,35 @@ impl TxReady {
     }
 }
 
+/// A backend's description for HMP `info network`, as QEMU 7.2 words it (e.g.
+/// `ifname=tap0,script=no,downscript=no`, `socket: connection from 127.0.0.1:40000`,
+/// `net=10.0.2.0,restrict=off`): a handle shared by the backend, which changes the text
+/// as its state changes, and whoever shows it. Clones share the text.
+#[derive(Debug, Clone, Default)]
+pub struct InfoText(Arc<Mutex<String>>);
+
+impl InfoText {
+    /// A handle on `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        InfoText(Arc::new(Mutex::new(text.into())))
+    }
+
+    /// The text now.
+    pub fn get(&self) -> String {
+        self.lock().clone()
+    }
+
+    /// Replaces the text.
+    pub fn set(&self, text: impl Into<String>) {
+        *self.lock() = text.into();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, String> {
+        // A panic while holding the lock leaves a whole string.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One netdev: sends and receives whole Ethernet frames.
 ///
 /// Frames carry a [`VNET_HDR_LEN`]-byte virtio-net header in front in both
@@ -157,9 +187,9 @@ pub trait NetBackend: Send {
     /// return a frame (level-triggered).
     fn rx_fd(&self) -> RawFd;
 
-    /// The backend's description for HMP `info network`, as QEMU 7.2 words it
-    /// (e.g. `ifname=tap0,script=no,downscript=no`, `socket: connection from
-    /// 127.0.0.1:40000`, `net=10.0.2.0,restrict=off`). It can change over the
-    /// backend's life: a `listen=` socket has none until a peer connects.
-    fn info(&self) -> String;
+    /// A handle on the backend's description for HMP `info network`, which
+    /// can change over the backend's life (a `listen=` socket has none until
+    /// a peer connects, and none again once it leaves): the handle shows the
+    /// text of the moment, also once the backend has moved to a NIC's thread.
+    fn info(&self) -> InfoText;
 }

@@ -15,7 +15,7 @@ use std::os::fd::RawFd;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::{errno, passed_fd, NetBackend, NetError, Offloads, SendStatus, TxReady};
+use crate::{errno, passed_fd, InfoText, NetBackend, NetError, Offloads, SendStatus, TxReady};
 
 use dgram::DgramSocket;
 use stream::StreamSocket;
@@ -344,10 +344,10 @@ impl NetBackend for SocketBackend {
         }
     }
 
-    fn info(&self) -> String {
+    fn info(&self) -> InfoText {
         match &self.inner {
-            Inner::Stream(s) => s.info().to_owned(),
-            Inner::Dgram(d) => d.info().to_owned(),
+            Inner::Stream(s) => s.info().clone(),
+            Inner::Dgram(d) => d.info().clone(),
         }
     }
 }

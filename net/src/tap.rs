@@ -14,7 +14,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::raw::c_int;
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::{errno, passed_fd, NetBackend, NetError, Offloads, SendStatus, TxReady, VNET_HDR_LEN};
+use crate::{
+    errno, passed_fd, InfoText, NetBackend, NetError, Offloads, SendStatus, TxReady, VNET_HDR_LEN,
+};
 
 pub use script::{ScriptError, DEFAULT_DOWNSCRIPT, DEFAULT_SCRIPT};
 
@@ -135,7 +137,7 @@ pub struct TapBackend {
     tail: Vec<u8>,
     ifname: String,
     vnet_hdr: bool,
-    info: String,
+    info: InfoText,
     /// The `downscript=` to run when dropped.
     downscript: Option<String>,
 }
@@ -176,7 +178,7 @@ impl TapBackend {
             tail: vec![0; TAIL_LEN],
             ifname,
             vnet_hdr,
-            info: format!("fd={fd}"),
+            info: InfoText::new(format!("fd={fd}")),
             downscript: None,
         };
         tap.prepare()?;
@@ -219,7 +221,9 @@ impl TapBackend {
         let mut tap = TapBackend {
             file,
             tail: vec![0; TAIL_LEN],
-            info: format!("ifname={ifname},script={script},downscript={downscript}"),
+            info: InfoText::new(format!(
+                "ifname={ifname},script={script},downscript={downscript}"
+            )),
             ifname,
             vnet_hdr,
             downscript: None,
@@ -385,7 +389,7 @@ impl NetBackend for TapBackend {
         self.file.as_raw_fd()
     }
 
-    fn info(&self) -> String {
+    fn info(&self) -> InfoText {
         self.info.clone()
     }
 }

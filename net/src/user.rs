@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::{errno, NetBackend, NetError, Offloads, SendStatus, TxReady};
+use crate::{errno, InfoText, NetBackend, NetError, Offloads, SendStatus, TxReady};
 
 use config::Settings;
 use queue::FrameQueue;
@@ -157,7 +157,7 @@ pub struct UserBackend {
     /// The monitor's handle, which also holds what the thread shares with the backend.
     control: UserControl,
     thread: Option<JoinHandle<()>>,
-    info: String,
+    info: InfoText,
 }
 
 impl UserBackend {
@@ -179,7 +179,7 @@ impl UserBackend {
             wake: EventFd::new(EFD_NONBLOCK).map_err(UserError::EventFd)?,
             stop: AtomicBool::new(false),
         });
-        let info = settings.info();
+        let info = InfoText::new(settings.info());
         let (requests, receiver) = mpsc::channel();
         let thread = thread::spawn(&opts.id, settings, rules, shared.clone(), receiver)?;
         Ok(UserBackend {
@@ -245,7 +245,7 @@ impl NetBackend for UserBackend {
         self.shared().rx.fd()
     }
 
-    fn info(&self) -> String {
+    fn info(&self) -> InfoText {
         self.info.clone()
     }
 }

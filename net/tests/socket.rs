@@ -73,13 +73,11 @@ fn pump(
 /// A connected listen/connect pair: (listening side, connecting side).
 fn stream_pair() -> (SocketBackend, SocketBackend) {
     let mut server = listen_any();
-    assert_eq!(
-        server.info(),
-        "",
-        "QEMU shows nothing until a peer connects"
-    );
+    // A handle taken now follows the connection.
+    let info = server.info();
+    assert_eq!(info.get(), "", "QEMU shows nothing until a peer connects");
     let mut client = connect_to(&server);
-    pump(&mut client, &mut server, |_, s, _| !s.info().is_empty());
+    pump(&mut client, &mut server, |_, _, _| !info.get().is_empty());
     (server, client)
 }
 
@@ -121,15 +119,16 @@ fn socket_stream_pair_carries_frames_of_every_size_both_ways() {
     let (mut server, mut client) = stream_pair();
     let port = server.listen_addr().unwrap().port();
     assert_eq!(
-        client.info(),
+        client.info().get(),
         format!("socket: connect to 127.0.0.1:{port}")
     );
     assert!(
         server
             .info()
+            .get()
             .starts_with("socket: connection from 127.0.0.1:"),
         "{}",
-        server.info()
+        server.info().get()
     );
     assert_eq!(server.kind(), "socket");
     assert!(!server.vnet_hdr());
@@ -189,18 +188,21 @@ fn socket_stream_receive_truncates_to_the_buffer_and_says_so() {
 #[test]
 fn socket_listen_goes_back_to_listening_when_the_peer_leaves() {
     let (mut server, client) = stream_pair();
+    let info = server.info();
     drop(client);
     // Frames sent while nobody is connected are dropped.
     let mut buf = vec![0u8; BUF_LEN];
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.info().is_empty() {
+    while !info.get().is_empty() {
         assert!(Instant::now() < deadline, "disconnect not noticed");
         wait_readable(server.rx_fd(), Duration::from_millis(10));
         assert_eq!(server.recv(&mut buf).unwrap(), None);
     }
     send_all(&mut server, &[frame(60, 0)]);
     let mut again = connect_to(&server);
-    pump(&mut again, &mut server, |_, s, _| !s.info().is_empty());
+    pump(&mut again, &mut server, |_, s, _| {
+        !s.info().get().is_empty()
+    });
     let frames = vec![frame(1514, 1), frame(60, 2)];
     transfer(&mut again, &mut server, &frames);
     transfer(&mut server, &mut again, &frames);
@@ -217,12 +219,12 @@ fn socket_connect_refused_leaves_the_link_down() {
     let mut client =
         SocketBackend::open(&opts(|o| o.connect = Some(format!("127.0.0.1:{port}")))).unwrap();
     assert_eq!(
-        client.info(),
+        client.info().get(),
         format!("socket: connect to 127.0.0.1:{port}")
     );
     let mut buf = [0u8; 64];
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !client.info().is_empty() {
+    while !client.info().get().is_empty() {
         assert!(Instant::now() < deadline, "refusal not noticed");
         wait_readable(client.rx_fd(), Duration::from_millis(10));
         assert_eq!(client.recv(&mut buf).unwrap(), None);
@@ -387,7 +389,7 @@ fn socket_udp_pair_exchanges_datagrams() {
     };
     let mut a = udp(pa, pb);
     let mut b = udp(pb, pa);
-    assert_eq!(a.info(), format!("socket: udp=127.0.0.1:{pb}"));
+    assert_eq!(a.info().get(), format!("socket: udp=127.0.0.1:{pb}"));
     let frames: Vec<_> = [60, 1514, 9014, 65000]
         .iter()
         .enumerate()
@@ -445,7 +447,7 @@ fn socket_mcast_pair_sees_each_others_frames() {
     let mut a = open().unwrap();
     let mut b = open().unwrap();
     let (ip, _) = group.split_once(':').unwrap();
-    assert_eq!(a.info(), format!("socket: mcast={ip}:{port}"));
+    assert_eq!(a.info().get(), format!("socket: mcast={ip}:{port}"));
     let f = frame(1514, 9);
     common::send(&mut a, &f);
     // With loopback on, every member sees the frame, the sender included.
@@ -460,7 +462,7 @@ fn socket_fd_takes_stream_and_datagram_sockets() {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let fd = ours.into_raw_fd();
     let mut stream = SocketBackend::open(&opts(|o| o.fd = Some(fd))).unwrap();
-    assert_eq!(stream.info(), format!("socket: fd={fd}"));
+    assert_eq!(stream.info().get(), format!("socket: fd={fd}"));
     let mut theirs = theirs;
     let f = frame(1514, 3);
     theirs.write_all(&(f.len() as u32).to_be_bytes()).unwrap();
@@ -477,7 +479,7 @@ fn socket_fd_takes_stream_and_datagram_sockets() {
     let (ours, theirs) = UnixDatagram::pair().unwrap();
     let fd = ours.into_raw_fd();
     let mut dgram = SocketBackend::open(&opts(|o| o.fd = Some(fd))).unwrap();
-    assert_eq!(dgram.info(), format!("socket: fd={fd} unix"));
+    assert_eq!(dgram.info().get(), format!("socket: fd={fd} unix"));
     theirs.send(&f).unwrap();
     assert_eq!(
         common::recv_one(&mut dgram, Duration::from_secs(5)),

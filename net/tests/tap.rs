@@ -62,7 +62,7 @@ fn tap_with_vnet_hdr_gets_the_hosts_arp_reply() {
         assert!(tap.vnet_hdr(), "the kernel supports IFF_VNET_HDR");
         assert_eq!(tap.kind(), "tap");
         assert_eq!(tap.ifname(), "ptest0");
-        assert_eq!(tap.info(), "ifname=ptest0,script=no,downscript=no");
+        assert_eq!(tap.info().get(), "ifname=ptest0,script=no,downscript=no");
         let reply = arp_through(&mut tap);
         // virtio_net_hdr: no flags, no GSO, no lengths; then the Ethernet frame.
         assert_eq!(&reply[..10], &[0u8; 10]);
@@ -90,7 +90,10 @@ fn tap_without_vnet_hdr_carries_bare_frames_on_a_kernel_named_interface() {
         assert!(!tap.vnet_hdr());
         let name = tap.ifname().to_owned();
         assert!(name.starts_with("tap"), "{name}");
-        assert_eq!(tap.info(), format!("ifname={name},script=no,downscript=no"));
+        assert_eq!(
+            tap.info().get(),
+            format!("ifname={name},script=no,downscript=no")
+        );
         let reply = arp_through(&mut tap);
         assert_eq!(&reply[..6], &GUEST_MAC);
         assert_eq!(reply.len(), 42, "a bare ARP reply");
@@ -151,7 +154,7 @@ fn tap_fd_takes_over_an_open_tap() {
         })
         .unwrap();
         drop(first);
-        assert_eq!(tap.info(), format!("fd={fd}"));
+        assert_eq!(tap.info().get(), format!("fd={fd}"));
         assert_eq!(tap.ifname(), "ptest2");
         assert!(tap.vnet_hdr(), "follows the descriptor's IFF_VNET_HDR");
         arp_through(&mut tap);
@@ -233,7 +236,7 @@ fn tap_runs_its_scripts_as_qemu_does() {
         opts.downscript = Some(script.clone());
         let tap = TapBackend::open(&opts).unwrap();
         assert_eq!(
-            tap.info(),
+            tap.info().get(),
             format!("ifname=ptest3,script={script},downscript={script}")
         );
         let up = std::fs::read_to_string(&log).unwrap();

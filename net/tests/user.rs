@@ -56,7 +56,7 @@ fn user_dhcp_discover_gets_an_offer_for_10_0_2_15() {
     let mut u = user(|_| {});
     assert_eq!(u.kind(), "user");
     assert!(!u.vnet_hdr());
-    assert_eq!(u.info(), "net=10.0.2.0,restrict=off");
+    assert_eq!(u.info().get(), "net=10.0.2.0,restrict=off");
     let xid = 0x1234_5678;
     send(&mut u, &dhcp_discover(GUEST_MAC, xid));
     let (kind, offered) =
@@ -71,7 +71,7 @@ fn user_dhcp_follows_net_and_restrict() {
         o.net = Some("192.168.7.0/24".into());
         o.restrict = true;
     });
-    assert_eq!(u.info(), "net=192.168.7.0,restrict=on");
+    assert_eq!(u.info().get(), "net=192.168.7.0,restrict=on");
     let xid = 7;
     send(&mut u, &dhcp_discover(GUEST_MAC, xid));
     let (kind, offered) =

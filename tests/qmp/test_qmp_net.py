@@ -527,6 +527,46 @@ def test_netdev_option_errors(vmm, args, message):
 
 # ---- 6. info network ----
 
+async def info_network_until(qmp, want, timeout=10):
+    """`info network` once it reads `want`, or what it read last when `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = await hmp(qmp, "info network")
+        if text == want or time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.05)
+
+
+def test_info_network_follows_a_listening_socket(vmm, petrel, tmpdir_short):
+    """A listen= socket netdev has no text until a peer connects, then says where the peer
+    connects from, and has none again once the peer leaves: the text of the moment, as QEMU
+    7.2 shows it, although the backend has moved to the NIC."""
+    port = free_port()
+    p, sock = start(petrel, tmpdir_short,
+                    ["-netdev", f"socket,id=s0,listen=127.0.0.1:{port}",
+                     *nic("s0", ident="nic0")],
+                    "petrel.test=netlink")
+    p.wait_line("netlink: ready")
+    nic_line = "nic0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n"
+    waiting = nic_line + " \\ s0: index=0,type=socket,\r\n"
+
+    async def body():
+        qmp = await connect(sock)
+        assert await hmp(qmp, "info network") == waiting
+        peer = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        try:
+            here = peer.getsockname()[1]
+            connected = (nic_line + " \\ s0: index=0,type=socket,"
+                         f"socket: connection from 127.0.0.1:{here}\r\n")
+            assert await info_network_until(qmp, connected) == connected
+        finally:
+            peer.close()
+        assert await info_network_until(qmp, waiting) == waiting
+        await qmp.disconnect()
+
+    run(body())
+
+
 USER_LINE = "index=0,type=user,net=10.0.2.0,restrict=off"
 NIC_LINE = "index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34"
 INFO_CASES = {

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{SockAddr, Socket};
 
-use crate::{NetError, SendStatus, TxReady};
+use crate::{InfoText, NetError, SendStatus, TxReady};
 
 /// A datagram socket backend.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ pub struct DgramSocket {
     /// Where frames go: the `udp=` peer or the `mcast=` group; `None` sends on a
     /// connected `fd=` socket.
     dest: Option<SockAddr>,
-    info: String,
+    info: InfoText,
 }
 
 /// `recv(MSG_TRUNC)`: one datagram into `buf`, and its whole length even when longer than
@@ -49,7 +49,11 @@ fn is_fatal(err: &io::Error) -> bool {
 impl DgramSocket {
     /// Wraps a bound, non-blocking datagram socket.
     pub fn new(sock: Socket, dest: Option<SockAddr>, info: String) -> Self {
-        DgramSocket { sock, dest, info }
+        DgramSocket {
+            sock,
+            dest,
+            info: InfoText::new(info),
+        }
     }
 
     /// Sends one frame as one datagram, or answers [`SendStatus::Busy`] when the socket's
@@ -116,7 +120,7 @@ impl DgramSocket {
     }
 
     /// QEMU's text for the socket.
-    pub fn info(&self) -> &str {
+    pub fn info(&self) -> &InfoText {
         &self.info
     }
 }

@@ -32,7 +32,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::framing::{FrameReader, FrameWriter, ReadOutcome, VectoredSink};
 use super::readiness::TxReadiness;
-use crate::{NetError, SendStatus, TxReady};
+use crate::{InfoText, NetError, SendStatus, TxReady};
 
 /// Where the listening socket shows in the epoll set.
 const LISTENER: u64 = 1;
@@ -55,7 +55,7 @@ pub struct StreamSocket {
     writer: FrameWriter,
     /// What a frame [`StreamSocket::try_send`] refused waits for.
     tx: TxReadiness,
-    info: String,
+    info: InfoText,
 }
 
 /// The connection as the framing writes to it.
@@ -72,7 +72,7 @@ fn epoll_error(op: &'static str) -> impl FnOnce(io::Error) -> NetError {
 }
 
 impl StreamSocket {
-    fn new(info: String) -> io::Result<Self> {
+    fn new(info: InfoText) -> io::Result<Self> {
         Ok(StreamSocket {
             epoll: Epoll::new()?,
             listener: None,
@@ -89,7 +89,7 @@ impl StreamSocket {
     /// `listen=`: waits for a peer on `listener` (bound, listening, non-blocking). QEMU
     /// shows no text until a peer connects.
     pub fn listening(listener: Socket) -> io::Result<Self> {
-        let mut s = Self::new(String::new())?;
+        let mut s = Self::new(InfoText::default())?;
         s.epoll.ctl(
             ControlOperation::Add,
             listener.as_raw_fd(),
@@ -102,7 +102,7 @@ impl StreamSocket {
     /// A connection (`fd=`, or `connect=` once made) or one being made (`connect=` that
     /// got `EINPROGRESS`), on a non-blocking socket.
     pub fn connection(conn: Socket, connected: bool, info: String) -> io::Result<Self> {
-        let mut s = Self::new(info)?;
+        let mut s = Self::new(InfoText::new(info))?;
         // QEMU turns Nagle off; a socket that is not TCP refuses, which does not matter.
         let _ = conn.set_tcp_nodelay(true);
         s.connecting = !connected;
@@ -175,10 +175,10 @@ impl StreamSocket {
                 EpollEvent::default(),
             )
             .map_err(epoll_error("epoll_ctl"))?;
-        self.info = match peer.as_socket_ipv4() {
+        self.info.set(match peer.as_socket_ipv4() {
             Some(addr) => format!("socket: connection from {}:{}", addr.ip(), addr.port()),
             None => "socket: connection".to_owned(),
-        };
+        });
         self.attach(conn).map_err(epoll_error("epoll_ctl"))
     }
 
@@ -197,7 +197,7 @@ impl StreamSocket {
         };
         match failed {
             Some(e) => {
-                log::warn!("{}: {e}", self.info);
+                log::warn!("{}: {e}", self.info.get());
                 self.disconnect()
             }
             None => {
@@ -224,7 +224,7 @@ impl StreamSocket {
         self.interest = EventSet::empty();
         self.reader.reset();
         self.writer.clear();
-        self.info.clear();
+        self.info.set("");
         if let Some(listener) = &self.listener {
             self.epoll
                 .ctl(
@@ -344,7 +344,7 @@ impl StreamSocket {
     }
 
     /// QEMU's text: the connection's origin or target, empty when there is none.
-    pub fn info(&self) -> &str {
+    pub fn info(&self) -> &InfoText {
         &self.info
     }
 

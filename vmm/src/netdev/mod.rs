@@ -9,7 +9,7 @@ mod serve;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use petrel_net::{NetBackend, NetError};
+use petrel_net::{InfoText, NetBackend, NetError};
 
 pub use open::open_backend;
 
@@ -73,8 +73,8 @@ pub trait NicControl: Send + Sync {
 struct Netdev {
     id: String,
     kind: &'static str,
-    /// The backend's `info network` text.
-    info: String,
+    /// The backend's `info network` text, live: the backend may change it.
+    info: InfoText,
     /// The backend, until a NIC takes it.
     backend: Option<Box<dyn NetBackend>>,
     /// The NIC it serves, as an index into [`NetLayer::nics`].
@@ -85,7 +85,12 @@ struct Netdev {
 
 impl Netdev {
     fn line(&self) -> String {
-        format!("{}: index=0,type={},{}", self.id, self.kind, self.info)
+        format!(
+            "{}: index=0,type={},{}",
+            self.id,
+            self.kind,
+            self.info.get()
+        )
     }
 }
 

@@ -5,17 +5,28 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use petrel_net::{NetBackend, NetError, Offloads, SendStatus};
+use petrel_net::{InfoText, NetBackend, NetError, Offloads, SendStatus};
 use serde_json::json;
 
 use super::{NetLayer, NetdevError, Nic, NicControl};
 use crate::api::net::{NetData, NetRequest};
 
-struct FakeBackend(&'static str);
+struct FakeBackend {
+    kind: &'static str,
+    info: InfoText,
+}
+
+/// A backend of type `kind` with a user netdev's text.
+fn backend(kind: &'static str) -> Box<FakeBackend> {
+    Box::new(FakeBackend {
+        kind,
+        info: InfoText::new("net=10.0.2.0,restrict=off"),
+    })
+}
 
 impl NetBackend for FakeBackend {
     fn kind(&self) -> &'static str {
-        self.0
+        self.kind
     }
     fn vnet_hdr(&self) -> bool {
         false
@@ -32,8 +43,8 @@ impl NetBackend for FakeBackend {
     fn rx_fd(&self) -> RawFd {
         -1
     }
-    fn info(&self) -> String {
-        "net=10.0.2.0,restrict=off".into()
+    fn info(&self) -> InfoText {
+        self.info.clone()
     }
 }
 
@@ -58,8 +69,8 @@ impl NicControl for FakeNic {
 /// A layer with netdevs u0 (on NIC nic0) and u1 (free).
 fn layer() -> (NetLayer, Arc<FakeNic>) {
     let mut net = NetLayer::default();
-    net.add("u0", Box::new(FakeBackend("user"))).unwrap();
-    net.add("u1", Box::new(FakeBackend("user"))).unwrap();
+    net.add("u0", backend("user")).unwrap();
+    net.add("u1", backend("user")).unwrap();
     let fake = Arc::new(FakeNic::default());
     let backend = net.take_backend("u0");
     fake.set_backend(backend);
@@ -95,11 +106,34 @@ fn info_network_as_qemu_prints_it() {
          nic0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n \
          \\ u0: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
     );
-    net.add("u2", Box::new(FakeBackend("socket"))).unwrap();
+    net.add("u2", backend("socket")).unwrap();
     assert!(text(&mut net).ends_with(
         "\\ u0: index=0,type=user,net=10.0.2.0,restrict=off\r\n\
          u2: index=0,type=socket,net=10.0.2.0,restrict=off\r\n"
     ));
+}
+
+#[test]
+fn info_network_shows_the_backends_text_of_the_moment() {
+    let (mut net, _) = layer();
+    let s0 = backend("socket");
+    let (free, used) = (s0.info.clone(), net.netdevs[0].info.clone());
+    free.set("");
+    net.add("s0", s0).unwrap();
+    assert!(text(&mut net).ends_with("s0: index=0,type=socket,\r\n"));
+    // A listening socket's peer connects: the text changes, for a free netdev and for
+    // one whose backend is the NIC's.
+    free.set("socket: connection from 127.0.0.1:40000");
+    used.set("socket: connection from 127.0.0.1:40001");
+    let now = text(&mut net);
+    assert!(
+        now.ends_with("s0: index=0,type=socket,socket: connection from 127.0.0.1:40000\r\n"),
+        "{now}"
+    );
+    assert!(
+        now.contains(" \\ u0: index=0,type=user,socket: connection from 127.0.0.1:40001\r\n"),
+        "{now}"
+    );
 }
 
 #[test]
@@ -110,7 +144,7 @@ fn deleting_a_netdev_in_use_leaves_the_nic_without_peer_and_link() {
     assert_eq!(*fake.link.lock().unwrap(), vec![false]);
     // QEMU still shows the deleted peer under the NIC, and the id is free again.
     assert!(text(&mut net).contains(" \\ u0: index=0,type=user"));
-    net.add("u0", Box::new(FakeBackend("user"))).unwrap();
+    net.add("u0", backend("user")).unwrap();
     let again = net.serve(NetRequest::Del { id: "u0".into() });
     assert!(again.is_ok());
     let missing = net.serve(NetRequest::Del { id: "u0".into() }).unwrap_err();
@@ -164,7 +198,7 @@ fn rx_filter_queries_name_the_nic_and_rearm_the_event() {
 #[test]
 fn duplicate_ids_are_refused() {
     let (mut net, _) = layer();
-    let e = net.add("u1", Box::new(FakeBackend("user"))).unwrap_err();
+    let e = net.add("u1", backend("user")).unwrap_err();
     assert!(matches!(e, NetdevError::DuplicateId(_)));
     assert_eq!(e.to_string(), "Duplicate ID 'u1'");
 }

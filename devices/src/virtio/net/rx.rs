@@ -284,7 +284,7 @@ mod tests {
     use std::io::IoSlice;
     use std::os::fd::RawFd;
 
-    use petrel_net::{Offloads, SendStatus};
+    use petrel_net::{InfoText, Offloads, SendStatus};
     use virtio_queue::Queue;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -324,8 +324,8 @@ mod tests {
         fn rx_fd(&self) -> RawFd {
             -1
         }
-        fn info(&self) -> String {
-            String::new()
+        fn info(&self) -> InfoText {
+            InfoText::default()
         }
     }
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use petrel_net::{NetBackend, NetError, Offloads, SendStatus, TxReady};
+use petrel_net::{InfoText, NetBackend, NetError, Offloads, SendStatus, TxReady};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -105,7 +105,7 @@ impl NetBackend for Gated {
         self.inner.rx_fd()
     }
 
-    fn info(&self) -> String {
+    fn info(&self) -> InfoText {
         self.inner.info()
     }
 }

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use petrel_net::{NetBackend, NetError, Offloads, SendStatus, VNET_HDR_LEN};
+use petrel_net::{InfoText, NetBackend, NetError, Offloads, SendStatus, VNET_HDR_LEN};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -74,8 +74,8 @@ impl NetBackend for FakeBackend {
         self.sock.as_raw_fd()
     }
 
-    fn info(&self) -> String {
-        "fake".to_string()
+    fn info(&self) -> InfoText {
+        InfoText::new("fake")
     }
 }
 
