@@ -15,6 +15,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::csum::{NetHdr, F_NEEDS_CSUM};
 use super::used::{self, Notifier};
+use crate::virtio::io_thread::RateLimited;
 use crate::virtio::ActivatedQueue;
 
 /// Largest Ethernet frame a backend may hand over: a 64 KiB segmentation
@@ -52,38 +53,6 @@ pub(super) struct Rx {
     mrg: bool,
     /// Frames from the backend too long for `buf`, to warn about.
     too_long: RateLimited,
-}
-
-/// Counts occurrences of something to warn about, and says when a warning is due: for the
-/// first, then at most once per interval, with how many came since the last one.
-struct RateLimited {
-    interval: Duration,
-    last: Option<Instant>,
-    unsaid: u64,
-}
-
-impl RateLimited {
-    fn new(interval: Duration) -> Self {
-        RateLimited {
-            interval,
-            last: None,
-            unsaid: 0,
-        }
-    }
-
-    /// Counts one at `now`; when a warning is due, how many it is about (this one
-    /// included).
-    fn count(&mut self, now: Instant) -> Option<u64> {
-        self.unsaid += 1;
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unsaid))
-    }
 }
 
 impl Rx {
@@ -127,7 +96,7 @@ impl Rx {
             return Ok(false);
         };
         if n > RX_BUF_LEN - start {
-            if let Some(count) = self.too_long.count(Instant::now()) {
+            if let Some(count) = self.too_long.count(1, Instant::now()) {
                 warn!(
                     "virtio-net: {count} backend frame(s) longer than {} bytes dropped \
                      (the last one {n} bytes)",
@@ -374,19 +343,8 @@ mod tests {
         assert!(!rx.has_pending());
         assert!(fetch(&mut rx, 60, false), "the next frame is whole");
         assert_eq!(rx.frame().len(), 60);
-        // Three drops, one warning (the first); the next one in a second says two.
-        assert_eq!(rx.too_long.unsaid, 2);
-    }
-
-    #[test]
-    fn warnings_are_rate_limited_and_count_what_they_missed() {
-        let mut limit = RateLimited::new(Duration::from_secs(1));
-        let t0 = Instant::now();
-        assert_eq!(limit.count(t0), Some(1), "the first at once");
-        assert_eq!(limit.count(t0 + Duration::from_millis(10)), None);
-        assert_eq!(limit.count(t0 + Duration::from_millis(999)), None);
-        assert_eq!(limit.count(t0 + Duration::from_secs(1)), Some(3));
-        assert_eq!(limit.count(t0 + Duration::from_millis(1500)), None);
-        assert_eq!(limit.count(t0 + Duration::from_secs(5)), Some(2));
+        // Three drops, one warning (the first); the next one, a second later, says two.
+        let later = Instant::now() + TOO_LONG_WARNING_INTERVAL;
+        assert_eq!(rx.too_long.count(0, later), Some(2));
     }
 }
