@@ -46,6 +46,10 @@ impl NicControl for NetControl {
     fn rx_filter(&self) -> serde_json::Value {
         serde_json::to_value(self.query_rx_filter()).unwrap_or_default()
     }
+
+    fn mac(&self) -> [u8; 6] {
+        NetControl::mac(self)
+    }
 }
 
 /// What a NIC is attached with besides its configuration.
@@ -150,7 +154,6 @@ fn attach(
     net.add_nic(Nic {
         name,
         id: nic.id.clone(),
-        mac,
         devfn: placement.devfn,
         control: Arc::new(control),
         filter_event_armed: armed,

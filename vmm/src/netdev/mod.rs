@@ -9,6 +9,7 @@ mod serve;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use petrel_devices::virtio::net::DEFAULT_MAC;
 use petrel_net::{InfoText, NetBackend, NetError};
 
 pub use open::open_backend;
@@ -67,6 +68,8 @@ pub trait NicControl: Send + Sync {
     fn set_backend(&self, backend: Option<Box<dyn NetBackend>>);
     /// The receive filter as QAPI `RxFilterInfo` without `name`.
     fn rx_filter(&self) -> serde_json::Value;
+    /// The NIC's MAC address now (the guest may have changed it).
+    fn mac(&self) -> [u8; 6];
 }
 
 /// A netdev.
@@ -100,8 +103,6 @@ pub struct Nic {
     pub name: String,
     /// Its device id.
     pub id: Option<String>,
-    /// Its MAC address.
-    pub mac: [u8; 6],
     /// Its PCI device and function.
     pub devfn: u8,
     /// The device model.
@@ -170,7 +171,9 @@ impl NetLayer {
 
     /// The QEMU default MAC of the `n`th NIC without `mac=`.
     pub fn default_mac(n: usize) -> [u8; 6] {
-        [0x52, 0x54, 0x00, 0x12, 0x34, 0x56u8.wrapping_add(n as u8)]
+        let mut mac = DEFAULT_MAC;
+        mac[5] = mac[5].wrapping_add(n as u8);
+        mac
     }
 
     /// NIC_RX_FILTER_CHANGED for NIC `index` is due: true once, until a query re-arms it.

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
+use petrel_devices::virtio::net::format_mac;
+
 use super::{NetLayer, NetdevError};
 use crate::api::net::{NetData, NetRequest};
 
@@ -93,11 +95,10 @@ impl NetLayer {
     fn info_network(&self) -> String {
         let mut entries: Vec<(u64, String)> = Vec::new();
         for (i, nic) in self.nics.iter().enumerate() {
-            let m = nic.mac;
             let mut text = format!(
-                "{}: index=0,type=nic,model=virtio-net-pci,macaddr=\
-                 {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\r\n",
-                nic.name, m[0], m[1], m[2], m[3], m[4], m[5]
+                "{}: index=0,type=nic,model=virtio-net-pci,macaddr={}\r\n",
+                nic.name,
+                format_mac(&nic.control.mac())
             );
             let peer = self
                 .netdevs

@@ -48,10 +48,21 @@ impl NetBackend for FakeBackend {
     }
 }
 
-#[derive(Default)]
 struct FakeNic {
     link: Mutex<Vec<bool>>,
     has_backend: AtomicBool,
+    /// What the guest made the MAC address.
+    mac: Mutex<[u8; 6]>,
+}
+
+impl Default for FakeNic {
+    fn default() -> Self {
+        FakeNic {
+            link: Mutex::default(),
+            has_backend: AtomicBool::default(),
+            mac: Mutex::new(NetLayer::default_mac(0)),
+        }
+    }
 }
 
 impl NicControl for FakeNic {
@@ -63,6 +74,9 @@ impl NicControl for FakeNic {
     }
     fn rx_filter(&self) -> serde_json::Value {
         json!({"promiscuous": true})
+    }
+    fn mac(&self) -> [u8; 6] {
+        *self.mac.lock().unwrap()
     }
 }
 
@@ -77,7 +91,6 @@ fn layer() -> (NetLayer, Arc<FakeNic>) {
     net.add_nic(Nic {
         name: "nic0".into(),
         id: Some("nic0".into()),
-        mac: NetLayer::default_mac(0),
         devfn: 3 << 3,
         control: fake.clone(),
         filter_event_armed: Arc::new(AtomicBool::new(false)),
@@ -133,6 +146,26 @@ fn info_network_shows_the_backends_text_of_the_moment() {
     assert!(
         now.contains(" \\ u0: index=0,type=user,socket: connection from 127.0.0.1:40001\r\n"),
         "{now}"
+    );
+}
+
+#[test]
+fn info_network_shows_the_mac_the_guest_set() {
+    let (mut net, fake) = layer();
+    *fake.mac.lock().unwrap() = [0x02, 0xab, 0xcd, 0xef, 0x01, 0x0a];
+    assert!(text(&mut net)
+        .contains("nic0: index=0,type=nic,model=virtio-net-pci,macaddr=02:ab:cd:ef:01:0a\r\n"));
+}
+
+#[test]
+fn default_macs_count_up_from_qemus_first() {
+    assert_eq!(
+        NetLayer::default_mac(0),
+        [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
+    );
+    assert_eq!(
+        NetLayer::default_mac(2),
+        [0x52, 0x54, 0x00, 0x12, 0x34, 0x58]
     );
 }
 
