@@ -275,6 +275,63 @@ def test_user_network_dhcp_fetch_and_hostfwd(petrel):
     assert p.wait_exit() == 0
 
 
+USERNET_HEADER = "  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ"
+
+
+def host_forwards(table):
+    """The HOST_FORWARD lines of an `info usernet` table, split into their fields."""
+    return [l.split() for l in table.split("\r\n") if "[HOST_FORWARD]" in l]
+
+
+def test_hostfwd_added_and_removed_at_run_time(vmm, petrel, tmpdir_short):
+    """HMP hostfwd_add forwards a host port to the guest's TCP server, info usernet lists
+    the rule, hostfwd_remove takes it away (the port then refuses connections); errors
+    are QEMU 7.2's texts, printed as the command's answer."""
+    fwd = free_port()
+    rule = f"tcp:127.0.0.1:{fwd}-:7777"
+    key = f"tcp:127.0.0.1:{fwd}"
+    # The guest powers off once it has served one connection; -no-shutdown keeps the VMM,
+    # and its user network, for what follows.
+    p, sock = start(petrel, tmpdir_short,
+                    ["-no-shutdown", "-netdev", "user,id=n0", *nic("n0")],
+                    "petrel.test=netdhcp petrel.net.serve=7777")
+    p.wait_line("netdhcp: serving port=7777")
+
+    async def body():
+        qmp = await connect(sock)
+        assert await hmp(qmp, f"hostfwd_add {rule}") == ""
+        assert await hmp(qmp, f"hostfwd_add n0 {rule}") == \
+            f"Could not set up host forwarding rule '{rule}'\r\n"
+        table = await hmp(qmp, "info usernet")
+        assert table.startswith(f"Hub -1 (n0):\r\n{USERNET_HEADER}\r\n"), table
+        fields = host_forwards(table)
+        assert [f[:1] + f[2:] for f in fields] == \
+            [["TCP[HOST_FORWARD]", "127.0.0.1", str(fwd), "10.0.2.15", "7777", "0", "0"]], table
+        got = await asyncio.to_thread(host, "tcp-get", fwd)
+        assert got.strip() == repr(b"petrel-guest: hello over tcp\n")
+        assert p.wait_line("status: ") == "status: 0", p.console()
+        await event(qmp, "SHUTDOWN")
+        assert await hmp(qmp, f"hostfwd_remove n0 {key}") == \
+            f"host forwarding rule for {key} removed\r\n"
+        assert await hmp(qmp, f"hostfwd_remove {key}") == \
+            f"host forwarding rule for {key} not found\r\n"
+        assert host_forwards(await hmp(qmp, "info usernet")) == []
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", fwd), timeout=TIMEOUT).close()
+        for line, answer in [
+                ("hostfwd_add nope tcp::1-:2", "unrecognized netdev id 'nope'\r\n"),
+                ("hostfwd_add foo", "Invalid host forwarding rule 'foo' (No : separators)\r\n"),
+                ("hostfwd_remove tcp::0x10", "invalid format\r\n"),
+                ("hostfwd_add", 'hostfwd_add: string expected\r\n'
+                                'Try "help hostfwd_add" for more information\r\n')]:
+            assert (line, await hmp(qmp, line)) == (line, answer)
+        await qmp.disconnect()
+
+    run(body())
+    one_line(p, r"netdhcp: accepted from 10\.0\.2\.2:\d+")
+    one_line(p, r"netdhcp: served")
+
+
 # ---- 4. set_link and the receive filter ----
 
 def test_set_link_by_nic_and_by_netdev_reaches_the_guest(vmm, petrel, tmpdir_short):

@@ -57,23 +57,47 @@ fn address(s: &str) -> Option<Ipv4Addr> {
 /// `qemu_strtoi(s, NULL, 0)`: an `int` in decimal, octal (`0` prefix) or hexadecimal
 /// (`0x`), with nothing after it.
 fn number(s: &str) -> Option<i64> {
+    let (neg, digits) = sign(s)?;
+    let (radix, digits) = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        (16, hex)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, &digits[1..])
+    } else {
+        (10, digits)
+    };
+    // from_str_radix would take a second sign.
+    if !digits.starts_with(|c: char| c.is_digit(radix)) {
+        return None;
+    }
+    int(neg, i64::from_str_radix(digits, radix).ok()?)
+}
+
+/// `qemu_strtoi(s, NULL, 10)`: a decimal `int` (leading zeros are decimal too), with
+/// nothing after it.
+fn decimal(s: &str) -> Option<i64> {
+    let (neg, digits) = sign(s)?;
+    int(neg, digits.parse::<i64>().ok()?)
+}
+
+/// `strtol`'s leading white space and sign: whether it is negative, and the digits, which
+/// must begin with a digit.
+fn sign(s: &str) -> Option<(bool, &str)> {
+    let s = s.trim_start_matches(|c: char| c.is_ascii_whitespace());
     let (neg, digits) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    if digits.is_empty() || digits.starts_with(['+', '-']) {
+    if !digits.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    let value = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        i64::from_str_radix(hex, 16).ok()?
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        i64::from_str_radix(&digits[1..], 8).ok()?
-    } else {
-        digits.parse::<i64>().ok()?
-    };
+    Some((neg, digits))
+}
+
+/// `value` with its sign, if it is an `int`.
+fn int(neg: bool, value: i64) -> Option<i64> {
     let value = if neg { -value } else { value };
     i32::try_from(value).ok().map(i64::from)
 }
@@ -109,8 +133,9 @@ pub fn parse_key(rule: &str) -> Option<HostFwdKey> {
     let udp = protocol(proto)?;
     let (host, port) = split(rest, ':')?;
     let host_addr = address(host)?;
-    // QEMU passes any int through htons(); keep the low 16 bits as it does.
-    let host_port = number(port)? as u16;
+    // QEMU reads the port in decimal and passes any int through htons(); keep the low 16
+    // bits as it does.
+    let host_port = decimal(port)? as u16;
     Some(HostFwdKey {
         udp,
         host_addr,
@@ -153,6 +178,8 @@ mod tests {
         assert_eq!(parse("tcp::5555-22"), Err("Missing guest address"));
         assert_eq!(parse("tcp::5555-y:22"), Err("Bad guest address"));
         assert_eq!(parse("tcp::5555-:0"), Err("Bad guest port"));
+        assert_eq!(parse("tcp::0x+5-:22"), Err("Bad host port"));
+        assert_eq!(parse("tcp::0+5-:22"), Err("Bad host port"));
     }
 
     #[test]
@@ -168,5 +195,12 @@ mod tests {
         assert_eq!(parse_key("udp:127.0.0.1:53").map(|k| k.udp), Some(true));
         assert_eq!(parse_key("tcp:2222"), None);
         assert_eq!(parse_key("icmp::1"), None);
+        // Decimal only, as QEMU 7.2's hostfwd_remove reads it; -1 is port 65535.
+        assert_eq!(parse_key("tcp::0x15b3"), None);
+        assert_eq!(parse_key("tcp::5555x"), None);
+        assert_eq!(parse_key("tcp::"), None);
+        assert_eq!(parse_key("tcp::010").map(|k| k.host_port), Some(10));
+        assert_eq!(parse_key("tcp::-1").map(|k| k.host_port), Some(65535));
+        assert_eq!(parse_key("tcp:: 5").map(|k| k.host_port), Some(5));
     }
 }

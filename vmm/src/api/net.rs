@@ -59,6 +59,22 @@ pub enum NetRequest {
     },
     /// HMP `info network`.
     InfoNetwork,
+    /// HMP `hostfwd_add`: a forwarding rule for a user netdev.
+    HostfwdAdd {
+        /// The netdev's id; without one, the first user netdev.
+        netdev: Option<String>,
+        /// `[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport`.
+        rule: String,
+    },
+    /// HMP `hostfwd_remove`: a user netdev's forwarding rule goes.
+    HostfwdRemove {
+        /// The netdev's id; without one, the first user netdev.
+        netdev: Option<String>,
+        /// `[tcp|udp]:[hostaddr]:hostport`.
+        rule: String,
+    },
+    /// HMP `info usernet`.
+    InfoUsernet,
 }
 
 /// Network answers.
@@ -66,6 +82,6 @@ pub enum NetRequest {
 pub enum NetData {
     /// `QueryRxFilter`: QAPI `RxFilterInfo` objects.
     RxFilters(Vec<serde_json::Value>),
-    /// `InfoNetwork`.
+    /// HMP's text: `InfoNetwork`, `HostfwdAdd`, `HostfwdRemove`, `InfoUsernet`.
     Text(String),
 }

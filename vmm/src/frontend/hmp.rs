@@ -22,7 +22,8 @@ pub enum HmpReply {
     Status,
     /// `info cpus`.
     Cpus,
-    /// `info network`.
+    /// The network layer's text: `info network`, `info usernet`, `hostfwd_add`,
+    /// `hostfwd_remove`.
     Network,
 }
 
@@ -42,6 +43,14 @@ const HELP: &[(&str, &str)] = &[
     ("cont|c", "resume emulation"),
     ("help|? [cmd]", "show the help"),
     (
+        "hostfwd_add [netdev_id] [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+        "redirect TCP or UDP connections from host to guest (requires -net user)",
+    ),
+    (
+        "hostfwd_remove [netdev_id] [tcp|udp]:[hostaddr]:hostport",
+        "remove host-to-guest TCP or UDP redirection",
+    ),
+    (
         "info [subcommand]",
         "show various information about the system state",
     ),
@@ -58,6 +67,7 @@ const INFO_HELP: &[(&str, &str)] = &[
     ("info name", "show the current VM name"),
     ("info network", "show the network state"),
     ("info status", "show the current VM status (running|paused)"),
+    ("info usernet", "show user network stack connection states"),
     ("info uuid", "show the current VM UUID"),
     ("info version", "show the version of QEMU"),
 ];
@@ -66,6 +76,71 @@ fn help_text(rows: &[(&str, &str)]) -> String {
     rows.iter()
         .map(|(cmd, help)| format!("{cmd} -- {help}\r\n"))
         .collect()
+}
+
+/// QEMU's answer to arguments that do not fit `cmd` (`info X` is `X`), e.g.
+/// "string expected".
+fn usage(cmd: &str, what: &str) -> HmpCommand {
+    let name = cmd.strip_prefix("info ").unwrap_or(cmd);
+    HmpCommand::Text(format!(
+        "{name}: {what}\r\nTry \"help {cmd}\" for more information\r\n"
+    ))
+}
+
+/// One string argument from the start of `rest`, as QEMU's monitor reads it: a word, or
+/// a double-quoted string with `\n`, `\r`, `\\`, `\'` and `\"` escapes; `Ok(None)` when no
+/// argument is left, `Err(())` for a quoted string that does not end well.
+fn string_arg(rest: &mut &str) -> Result<Option<String>, ()> {
+    let text = rest.trim_start();
+    if text.is_empty() {
+        *rest = text;
+        return Ok(None);
+    }
+    let Some(quoted) = text.strip_prefix('"') else {
+        let end = text.find(char::is_whitespace).unwrap_or(text.len());
+        *rest = &text[end..];
+        return Ok(Some(text[..end].to_owned()));
+    };
+    let mut out = String::new();
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                *rest = &quoted[i + 1..];
+                return Ok(Some(out));
+            }
+            '\\' => out.push(match chars.next().ok_or(())?.1 {
+                'n' => '\n',
+                'r' => '\r',
+                c @ ('\\' | '\'' | '"') => c,
+                _ => return Err(()),
+            }),
+            c => out.push(c),
+        }
+    }
+    Err(())
+}
+
+/// `hostfwd_add` and `hostfwd_remove`, whose arguments are a rule or a netdev id and a
+/// rule (QEMU's `arg1:s,arg2:s?`).
+fn hostfwd(cmd: &str, mut args: &str) -> HmpCommand {
+    let (first, second) = match (string_arg(&mut args), string_arg(&mut args)) {
+        (Ok(Some(first)), Ok(second)) => (first, second),
+        _ => return usage(cmd, "string expected"),
+    };
+    if !args.trim_start().is_empty() {
+        return usage(cmd, "extraneous characters at the end of line");
+    }
+    let (netdev, rule) = match second {
+        Some(rule) => (Some(first), rule),
+        None => (None, first),
+    };
+    let req = if cmd == "hostfwd_add" {
+        NetRequest::HostfwdAdd { netdev, rule }
+    } else {
+        NetRequest::HostfwdRemove { netdev, rule }
+    };
+    HmpCommand::Vmm(VmmAction::Net(Box::new(req)), HmpReply::Network)
 }
 
 /// Parses one HMP command line.
@@ -94,6 +169,17 @@ pub fn parse(line: &str, facts: &HmpFacts) -> HmpCommand {
             VmmAction::Net(Box::new(NetRequest::InfoNetwork)),
             HmpReply::Network,
         ),
+        [cmd @ ("hostfwd_add" | "hostfwd_remove"), ..] => {
+            let args = line.trim_start().strip_prefix(cmd).unwrap_or_default();
+            hostfwd(cmd, args)
+        }
+        ["info", "usernet"] => HmpCommand::Vmm(
+            VmmAction::Net(Box::new(NetRequest::InfoUsernet)),
+            HmpReply::Network,
+        ),
+        ["info", "usernet", ..] => {
+            usage("info usernet", "extraneous characters at the end of line")
+        }
         ["info", "version"] => HmpCommand::Text(format!("{}\r\n", facts.version)),
         ["info", "kvm"] => HmpCommand::Text("kvm support: enabled\r\n".into()),
         ["info", "name"] => HmpCommand::Text(
@@ -181,6 +267,78 @@ mod tests {
             panic!()
         };
         assert!(help.contains("system_powerdown -- send system power down event\r\n"));
+    }
+
+    fn net(req: NetRequest) -> HmpCommand {
+        HmpCommand::Vmm(VmmAction::Net(Box::new(req)), HmpReply::Network)
+    }
+
+    #[test]
+    fn user_networking_commands_read_their_arguments_as_qemu() {
+        let f = facts();
+        let add = |netdev: Option<&str>, rule: &str| {
+            net(NetRequest::HostfwdAdd {
+                netdev: netdev.map(str::to_owned),
+                rule: rule.to_owned(),
+            })
+        };
+        assert_eq!(
+            parse("hostfwd_add tcp::5555-:22", &f),
+            add(None, "tcp::5555-:22")
+        );
+        assert_eq!(
+            parse("  hostfwd_add  n0   tcp::5555-:22 ", &f),
+            add(Some("n0"), "tcp::5555-:22")
+        );
+        assert_eq!(
+            parse(r#"hostfwd_add "n0" "tcp::5555-:22""#, &f),
+            add(Some("n0"), "tcp::5555-:22")
+        );
+        assert_eq!(
+            parse(r#"hostfwd_remove "tcp::55\"55"x"#, &f),
+            net(NetRequest::HostfwdRemove {
+                netdev: Some(r#"tcp::55"55"#.into()),
+                rule: "x".into(),
+            })
+        );
+        let usage = |cmd: &str, what: &str| {
+            HmpCommand::Text(format!(
+                "{cmd}: {what}\r\nTry \"help {cmd}\" for more information\r\n"
+            ))
+        };
+        assert_eq!(
+            parse("hostfwd_add", &f),
+            usage("hostfwd_add", "string expected")
+        );
+        assert_eq!(
+            parse(r#"hostfwd_remove "tcp::5555"#, &f),
+            usage("hostfwd_remove", "string expected")
+        );
+        assert_eq!(
+            parse(r#"hostfwd_add "tcp::55\05-:22""#, &f),
+            usage("hostfwd_add", "string expected")
+        );
+        assert_eq!(
+            parse("hostfwd_add a b c", &f),
+            usage("hostfwd_add", "extraneous characters at the end of line")
+        );
+        assert_eq!(parse("info usernet", &f), net(NetRequest::InfoUsernet));
+        assert_eq!(
+            parse("info usernet x", &f),
+            HmpCommand::Text(
+                "usernet: extraneous characters at the end of line\r\n\
+                 Try \"help info usernet\" for more information\r\n"
+                    .into()
+            )
+        );
+        assert_eq!(
+            parse("help hostfwd_remove", &f),
+            HmpCommand::Text(
+                "hostfwd_remove [netdev_id] [tcp|udp]:[hostaddr]:hostport -- \
+                 remove host-to-guest TCP or UDP redirection\r\n"
+                    .into()
+            )
+        );
     }
 
     #[test]

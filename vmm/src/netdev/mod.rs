@@ -5,12 +5,13 @@
 pub mod attach;
 mod open;
 mod serve;
+mod usernet;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use petrel_devices::virtio::net::DEFAULT_MAC;
-use petrel_net::{InfoText, NetBackend, NetError};
+use petrel_net::{InfoText, NetBackend, NetError, UserControl};
 
 pub use open::open_backend;
 
@@ -72,6 +73,24 @@ pub trait NicControl: Send + Sync {
     fn mac(&self) -> [u8; 6];
 }
 
+/// A netdev's backend as opened, with the handles the monitor keeps on it.
+pub struct Opened {
+    /// The backend.
+    pub backend: Box<dyn NetBackend>,
+    /// A user netdev's requests (`hostfwd_add`, `hostfwd_remove`, `info usernet`).
+    pub user: Option<UserControl>,
+}
+
+impl Opened {
+    /// A backend the monitor has no handle on.
+    fn plain(backend: impl NetBackend + 'static) -> Self {
+        Opened {
+            backend: Box::new(backend),
+            user: None,
+        }
+    }
+}
+
 /// A netdev.
 struct Netdev {
     id: String,
@@ -80,6 +99,8 @@ struct Netdev {
     info: InfoText,
     /// The backend, until a NIC takes it.
     backend: Option<Box<dyn NetBackend>>,
+    /// A user netdev's requests, which outlive the backend's move to a NIC.
+    user: Option<UserControl>,
     /// The NIC it serves, as an index into [`NetLayer::nics`].
     nic: Option<usize>,
     /// Its place in QEMU's list of net clients (creation order), for `info network`.
@@ -128,17 +149,19 @@ pub struct NetLayer {
 }
 
 impl NetLayer {
-    /// Adds a netdev around `backend`.
-    pub fn add(&mut self, id: &str, backend: Box<dyn NetBackend>) -> Result<(), NetdevError> {
+    /// Adds a netdev around `opened`.
+    pub fn add(&mut self, id: &str, opened: Opened) -> Result<(), NetdevError> {
         if self.netdevs.iter().any(|n| n.id == id) {
             return Err(NetdevError::DuplicateId(id.to_string()));
         }
+        let Opened { backend, user } = opened;
         let seq = self.next_seq();
         self.netdevs.push(Netdev {
             id: id.to_string(),
             kind: backend.kind(),
             info: backend.info(),
             backend: Some(backend),
+            user,
             nic: None,
             seq,
         });

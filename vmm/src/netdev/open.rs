@@ -2,35 +2,37 @@
 
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 
-use petrel_net::{
-    NetBackend, SocketBackend, SocketOptions, TapBackend, TapOptions, UserBackend, UserOptions,
-};
+use petrel_net::{SocketBackend, SocketOptions, TapBackend, TapOptions, UserBackend, UserOptions};
 use petrel_qmp::schema::types::{
     Netdev, NetdevBranch, NetdevSocketOptions, NetdevTapOptions, NetdevUserOptions,
 };
 
-use super::NetdevError;
+use super::{NetdevError, Opened};
 
 /// Opens the backend `netdev` describes; `fd` is the descriptor a monitor passed for a
 /// `fd=` that named one.
 pub fn open_backend(
     netdev: &serde_json::Value,
     fd: Option<OwnedFd>,
-) -> Result<Box<dyn NetBackend>, NetdevError> {
+) -> Result<Opened, NetdevError> {
     let netdev: Netdev =
         serde_json::from_value(netdev.clone()).map_err(|e| NetdevError::Invalid(e.to_string()))?;
     let id = netdev.id;
     Ok(match netdev.branch {
         NetdevBranch::Tap(t) => {
             let fd = resolve_fd(t.fd.as_deref(), fd)?;
-            Box::new(TapBackend::open(&tap_options(id, &t, fd)?).map_err(config)?)
+            Opened::plain(TapBackend::open(&tap_options(id, &t, fd)?).map_err(config)?)
         }
         NetdevBranch::Socket(s) => {
             let fd = resolve_fd(s.fd.as_deref(), fd)?;
-            Box::new(SocketBackend::open(&socket_options(id, &s, fd)).map_err(config)?)
+            Opened::plain(SocketBackend::open(&socket_options(id, &s, fd)).map_err(config)?)
         }
         NetdevBranch::User(u) => {
-            Box::new(UserBackend::open(&user_options(id, &u)?).map_err(config)?)
+            let user = UserBackend::open(&user_options(id, &u)?).map_err(config)?;
+            Opened {
+                user: Some(user.control()),
+                backend: Box::new(user),
+            }
         }
         other => {
             let kind = serde_json::to_value(&other)

@@ -26,6 +26,13 @@ impl NetLayer {
                 .query_rx_filter(name.as_deref())
                 .map(|f| Some(NetData::RxFilters(f))),
             NetRequest::InfoNetwork => Ok(Some(NetData::Text(self.info_network()))),
+            NetRequest::HostfwdAdd { netdev, rule } => Ok(Some(NetData::Text(
+                self.hostfwd_add(netdev.as_deref(), &rule),
+            ))),
+            NetRequest::HostfwdRemove { netdev, rule } => Ok(Some(NetData::Text(
+                self.hostfwd_remove(netdev.as_deref(), &rule),
+            ))),
+            NetRequest::InfoUsernet => Ok(Some(NetData::Text(self.info_usernet()))),
         }
     }
 

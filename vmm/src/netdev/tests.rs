@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use petrel_net::{InfoText, NetBackend, NetError, Offloads, SendStatus};
 use serde_json::json;
 
-use super::{NetLayer, NetdevError, Nic, NicControl};
+use super::{NetLayer, NetdevError, Nic, NicControl, Opened};
 use crate::api::net::{NetData, NetRequest};
 
 struct FakeBackend {
@@ -17,8 +17,8 @@ struct FakeBackend {
 }
 
 /// A backend of type `kind` with a user netdev's text.
-fn backend(kind: &'static str) -> Box<FakeBackend> {
-    Box::new(FakeBackend {
+fn backend(kind: &'static str) -> Opened {
+    Opened::plain(FakeBackend {
         kind,
         info: InfoText::new("net=10.0.2.0,restrict=off"),
     })
@@ -130,7 +130,7 @@ fn info_network_as_qemu_prints_it() {
 fn info_network_shows_the_backends_text_of_the_moment() {
     let (mut net, _) = layer();
     let s0 = backend("socket");
-    let (free, used) = (s0.info.clone(), net.netdevs[0].info.clone());
+    let (free, used) = (s0.backend.info(), net.netdevs[0].info.clone());
     free.set("");
     net.add("s0", s0).unwrap();
     assert!(text(&mut net).ends_with("s0: index=0,type=socket,\r\n"));
@@ -234,4 +234,101 @@ fn duplicate_ids_are_refused() {
     let e = net.add("u1", backend("user")).unwrap_err();
     assert!(matches!(e, NetdevError::DuplicateId(_)));
     assert_eq!(e.to_string(), "Duplicate ID 'u1'");
+}
+
+fn hmp(net: &mut NetLayer, req: NetRequest) -> String {
+    match net.serve(req) {
+        Ok(Some(NetData::Text(t))) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn add(netdev: Option<&str>, rule: &str) -> NetRequest {
+    NetRequest::HostfwdAdd {
+        netdev: netdev.map(str::to_owned),
+        rule: rule.to_owned(),
+    }
+}
+
+fn remove(netdev: Option<&str>, rule: &str) -> NetRequest {
+    NetRequest::HostfwdRemove {
+        netdev: netdev.map(str::to_owned),
+        rule: rule.to_owned(),
+    }
+}
+
+#[test]
+fn user_networking_commands_find_their_netdev_as_qemu() {
+    // The fakes say "user" but have no user control: to QEMU they are other devices.
+    let (mut net, _) = layer();
+    let rule = "tcp:127.0.0.1:1-:22";
+    assert_eq!(
+        hmp(&mut net, add(None, rule)),
+        "user mode network stack not in use\r\n"
+    );
+    assert_eq!(
+        hmp(&mut net, remove(Some("u1"), "tcp::1")),
+        "invalid device specified\r\n"
+    );
+    // A NIC is no netdev.
+    assert_eq!(
+        hmp(&mut net, add(Some("nic0"), rule)),
+        "unrecognized netdev id 'nic0'\r\n"
+    );
+    assert_eq!(hmp(&mut net, NetRequest::InfoUsernet), "");
+}
+
+#[test]
+fn user_networking_commands_reach_the_first_user_netdev_or_the_named_one() {
+    let (mut net, _) = layer();
+    for id in ["n1", "n2"] {
+        let opened = super::open_backend(&json!({"type": "user", "id": id}), None).unwrap();
+        net.add(id, opened).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rule = format!("tcp:127.0.0.1:{port}-:22");
+    assert_eq!(hmp(&mut net, add(Some("n2"), &rule)), "");
+    assert_eq!(
+        hmp(&mut net, add(Some("n2"), &rule)),
+        format!("Could not set up host forwarding rule '{rule}'\r\n")
+    );
+    assert_eq!(
+        hmp(&mut net, add(None, "foo")),
+        "Invalid host forwarding rule 'foo' (No : separators)\r\n"
+    );
+    let table = hmp(&mut net, NetRequest::InfoUsernet);
+    let lines: Vec<&str> = table.split_terminator("\r\n").collect();
+    assert_eq!(lines[0], "Hub -1 (n1):");
+    assert!(lines[1].starts_with("  Protocol[State]"), "{table}");
+    assert_eq!(lines[2], "Hub -1 (n2):");
+    assert!(lines[4].starts_with("  TCP[HOST_FORWARD]"), "{table}");
+    let fields: Vec<&str> = lines[4].split_whitespace().collect();
+    assert_eq!(
+        fields[2..6],
+        ["127.0.0.1", &port.to_string(), "10.0.2.15", "22"]
+    );
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(!table.replace("\r\n", "").contains('\n'), "{table:?}");
+    // Without a netdev id, the first user netdev (n1) has no such rule.
+    let key = format!("tcp:127.0.0.1:{port}");
+    assert_eq!(
+        hmp(&mut net, remove(None, &key)),
+        format!("host forwarding rule for {key} not found\r\n")
+    );
+    assert_eq!(
+        hmp(&mut net, remove(Some("n2"), &key)),
+        format!("host forwarding rule for {key} removed\r\n")
+    );
+    assert_eq!(
+        hmp(&mut net, remove(Some("n2"), "tcp::0x10")),
+        "invalid format\r\n"
+    );
+    assert_eq!(
+        hmp(&mut net, remove(Some("zz"), &key)),
+        "unrecognized netdev id 'zz'\r\n"
+    );
 }
